@@ -1,0 +1,402 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
+
+export const STAGES = ['passthrough', 'validate', 'canary', 'translate', 'gone'] as const;
+export type Stage = (typeof STAGES)[number];
+
+/** Every route the shim knows how to migrate; `routes.<id>` in the config file. */
+export const ROUTE_IDS = [
+  'connection-metadata',
+  'connection-path-metadata',
+  'connection-get',
+  'connection-list',
+  'connection-delete',
+] as const;
+export type RouteId = (typeof ROUTE_IDS)[number];
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface RateLimitRule {
+  windowMs: number;
+  limit: number;
+}
+
+export interface Brownout {
+  start: string;
+  durationMinutes: number;
+}
+
+export interface RouteConfig {
+  stage: Stage;
+  canaryPercent: number;
+  alwaysTranslate: string[];
+  alwaysPassthrough: string[];
+  brownouts: Brownout[];
+  deprecation: string;
+  sunset: string;
+  docsUrl: string;
+  rateLimit: RateLimitRule | null;
+}
+
+export interface Config {
+  upstream: {
+    url: string;
+    timeoutMs: number;
+    caFile: string | null;
+    maxSockets: number;
+  };
+  server: {
+    host: string;
+    port: number;
+    bodyLimitBytes: number;
+    shutdownGraceMs: number;
+    headersTimeoutMs: number;
+    requestTimeoutMs: number;
+    keepAliveTimeoutMs: number;
+  };
+  admin: {
+    host: string;
+    port: number;
+    token: string | null;
+  };
+  log: {
+    level: LogLevel;
+    passthrough: boolean;
+  };
+  dataDir: string;
+  redisUrl: string | null;
+  routes: Record<RouteId, RouteConfig>;
+  consumers: Record<string, string>;
+  metrics: { maxConsumers: number };
+  ledger: { flushIntervalMs: number; quietPeriodDays: number; redisBufferMax: number };
+  rateLimit: { failOpen: boolean; passthrough: RateLimitRule | null };
+}
+
+/** A resolved config plus what identifies it: the hash of its content. */
+export interface ActiveConfig {
+  config: Readonly<Config>;
+  version: string;
+}
+
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`invalid configuration: ${problems.join('; ')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+const DEFAULT_CONFIG_FILE = new URL('../config/default.json', import.meta.url);
+
+const rateLimitRuleSchema = {
+  type: ['object', 'null'],
+  additionalProperties: false,
+  required: ['windowMs', 'limit'],
+  properties: {
+    windowMs: { type: 'integer', minimum: 1 },
+    limit: { type: 'integer', minimum: 1 },
+  },
+};
+
+const isoDate = { type: 'string', format: 'date-time-ish' };
+
+const routeSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: [
+    'stage',
+    'canaryPercent',
+    'alwaysTranslate',
+    'alwaysPassthrough',
+    'brownouts',
+    'deprecation',
+    'sunset',
+    'docsUrl',
+    'rateLimit',
+  ],
+  properties: {
+    stage: { enum: STAGES },
+    canaryPercent: { type: 'number', minimum: 0, maximum: 100 },
+    alwaysTranslate: { type: 'array', items: { $ref: '#/$defs/fingerprint' } },
+    alwaysPassthrough: { type: 'array', items: { $ref: '#/$defs/fingerprint' } },
+    brownouts: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['start', 'durationMinutes'],
+        properties: { start: isoDate, durationMinutes: { type: 'number', exclusiveMinimum: 0 } },
+      },
+    },
+    deprecation: isoDate,
+    sunset: isoDate,
+    docsUrl: { type: 'string', minLength: 1 },
+    rateLimit: rateLimitRuleSchema,
+  },
+};
+
+const port = { type: 'integer', minimum: 0, maximum: 65535 };
+const positiveMs = { type: 'integer', minimum: 1 };
+
+const CONFIG_SCHEMA = {
+  $defs: { fingerprint: { type: 'string', pattern: '^[0-9a-f]{16}$' } },
+  type: 'object',
+  additionalProperties: false,
+  required: [
+    'upstream',
+    'server',
+    'admin',
+    'log',
+    'dataDir',
+    'redisUrl',
+    'routes',
+    'consumers',
+    'metrics',
+    'ledger',
+    'rateLimit',
+  ],
+  properties: {
+    upstream: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['url', 'timeoutMs', 'caFile', 'maxSockets'],
+      properties: {
+        url: { type: 'string', pattern: '^https?://' },
+        timeoutMs: positiveMs,
+        caFile: { type: ['string', 'null'] },
+        maxSockets: { type: 'integer', minimum: 1 },
+      },
+    },
+    server: {
+      type: 'object',
+      additionalProperties: false,
+      required: [
+        'host',
+        'port',
+        'bodyLimitBytes',
+        'shutdownGraceMs',
+        'headersTimeoutMs',
+        'requestTimeoutMs',
+        'keepAliveTimeoutMs',
+      ],
+      properties: {
+        host: { type: 'string', minLength: 1 },
+        port,
+        bodyLimitBytes: { type: 'integer', minimum: 1 },
+        shutdownGraceMs: { type: 'integer', minimum: 0 },
+        headersTimeoutMs: positiveMs,
+        requestTimeoutMs: positiveMs,
+        keepAliveTimeoutMs: positiveMs,
+      },
+    },
+    admin: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['host', 'port', 'token'],
+      properties: {
+        host: { type: 'string', minLength: 1 },
+        port,
+        token: { type: ['string', 'null'], minLength: 16 },
+      },
+    },
+    log: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['level', 'passthrough'],
+      properties: { level: { enum: LOG_LEVELS }, passthrough: { type: 'boolean' } },
+    },
+    dataDir: { type: 'string', minLength: 1 },
+    redisUrl: { type: ['string', 'null'], pattern: '^rediss?://' },
+    routes: {
+      type: 'object',
+      additionalProperties: false,
+      required: [...ROUTE_IDS],
+      properties: Object.fromEntries(ROUTE_IDS.map((id) => [id, routeSchema])),
+    },
+    consumers: {
+      type: 'object',
+      propertyNames: { $ref: '#/$defs/fingerprint' },
+      additionalProperties: { type: 'string', minLength: 1, maxLength: 100 },
+    },
+    metrics: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['maxConsumers'],
+      properties: { maxConsumers: { type: 'integer', minimum: 1 } },
+    },
+    ledger: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['flushIntervalMs', 'quietPeriodDays', 'redisBufferMax'],
+      properties: {
+        flushIntervalMs: positiveMs,
+        quietPeriodDays: { type: 'number', minimum: 0 },
+        redisBufferMax: { type: 'integer', minimum: 1 },
+      },
+    },
+    rateLimit: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['failOpen', 'passthrough'],
+      properties: { failOpen: { type: 'boolean' }, passthrough: rateLimitRuleSchema },
+    },
+  },
+};
+
+const ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true });
+ajv.addFormat('date-time-ish', {
+  type: 'string',
+  validate: (value: string) => !Number.isNaN(Date.parse(value)),
+});
+const validateConfigShape = ajv.compile<Config>(CONFIG_SCHEMA);
+
+/** Environment variables that override the file, and where each one lands. */
+const ENV_OVERRIDES: Array<{ name: string; path: string[]; kind: 'string' | 'integer' }> = [
+  { name: 'SHIM_UPSTREAM_URL', path: ['upstream', 'url'], kind: 'string' },
+  { name: 'SHIM_UPSTREAM_TIMEOUT_MS', path: ['upstream', 'timeoutMs'], kind: 'integer' },
+  { name: 'SHIM_UPSTREAM_CA_FILE', path: ['upstream', 'caFile'], kind: 'string' },
+  { name: 'SHIM_HOST', path: ['server', 'host'], kind: 'string' },
+  { name: 'SHIM_PORT', path: ['server', 'port'], kind: 'integer' },
+  { name: 'SHIM_LOG_LEVEL', path: ['log', 'level'], kind: 'string' },
+  { name: 'SHIM_ADMIN_HOST', path: ['admin', 'host'], kind: 'string' },
+  { name: 'SHIM_ADMIN_PORT', path: ['admin', 'port'], kind: 'integer' },
+  { name: 'SHIM_ADMIN_TOKEN', path: ['admin', 'token'], kind: 'string' },
+  { name: 'SHIM_DATA_DIR', path: ['dataDir'], kind: 'string' },
+  { name: 'SHIM_REDIS_URL', path: ['redisUrl'], kind: 'string' },
+];
+
+export function listEnvOverrides(): Array<{ name: string; key: string }> {
+  return ENV_OVERRIDES.map(({ name, path }) => ({ name, key: path.join('.') }));
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Objects merge key by key; anything else (arrays included) is replaced whole, as operators expect. */
+function mergeLayer(base: unknown, layer: unknown): unknown {
+  if (!isPlainObject(base) || !isPlainObject(layer)) return structuredClone(layer);
+  const merged: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(layer))
+    merged[key] = key in base ? mergeLayer(base[key], value) : value;
+  return merged;
+}
+
+function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    if (!isPlainObject(node[key])) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1] as string] = value;
+}
+
+function envValue(raw: string, kind: 'string' | 'integer'): unknown {
+  if (kind === 'integer' && /^\d+$/.test(raw)) return Number(raw);
+  return raw;
+}
+
+function describeAjvError(error: ErrorObject, envNames: Map<string, string>): string {
+  let path = error.instancePath.slice(1).replaceAll('/', '.');
+  if (error.keyword === 'required') path = [path, error.params.missingProperty].filter(Boolean).join('.');
+  if (error.keyword === 'additionalProperties') {
+    path = [path, error.params.additionalProperty].filter(Boolean).join('.');
+    return `${path}: unknown key`;
+  }
+  const env = envNames.get(path);
+  return `${path || '(root)'}${env ? ` (from ${env})` : ''}: ${error.message ?? 'is invalid'}`;
+}
+
+/** What JSON schema cannot say: cross-field rules. */
+function checkSemantics(config: Config): string[] {
+  const problems: string[] = [];
+  try {
+    new URL(config.upstream.url);
+  } catch {
+    problems.push('upstream.url: must be an absolute http(s) URL');
+  }
+  for (const id of ROUTE_IDS) {
+    const route = config.routes[id];
+    // RFC 8594 §3: a resource is deprecated before it sunsets; the reverse is a configuration mistake.
+    if (Date.parse(route.sunset) < Date.parse(route.deprecation)) {
+      problems.push(`routes.${id}.sunset: must not be earlier than routes.${id}.deprecation`);
+    }
+    const both = route.alwaysTranslate.filter((fp) => route.alwaysPassthrough.includes(fp));
+    if (both.length > 0) {
+      problems.push(
+        `routes.${id}: fingerprints in both alwaysTranslate and alwaysPassthrough: ${both.join(', ')}`,
+      );
+    }
+  }
+  return problems;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+export function configVersion(config: Config): string {
+  return createHash('sha256').update(JSON.stringify(config)).digest('hex').slice(0, 12);
+}
+
+/**
+ * Pure: merges the layers (defaults first), applies the environment, validates the whole and returns it
+ * frozen, or throws a ConfigError naming every bad field.
+ */
+export function parseConfig(layers: unknown[], env: Record<string, string | undefined> = {}): ActiveConfig {
+  let merged: unknown = {};
+  for (const layer of layers) merged = mergeLayer(merged, layer);
+  if (!isPlainObject(merged)) throw new ConfigError(['(root): must be an object']);
+  const envNames = new Map<string, string>();
+  for (const { name, path, kind } of ENV_OVERRIDES) {
+    const raw = env[name];
+    if (raw === undefined || raw === '') continue;
+    setPath(merged, path, envValue(raw, kind));
+    envNames.set(path.join('.'), name);
+  }
+  if (!validateConfigShape(merged)) {
+    const problems = (validateConfigShape.errors ?? []).map((error) => describeAjvError(error, envNames));
+    throw new ConfigError([...new Set(problems)]);
+  }
+  const problems = checkSemantics(merged);
+  if (problems.length > 0) throw new ConfigError(problems);
+  const config = deepFreeze(merged);
+  return { config, version: configVersion(config) };
+}
+
+function readJsonFile(file: string | URL, label: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError([`${label}: cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`]);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError([`${label}: is not valid JSON (${(error as Error).message})`]);
+  }
+}
+
+/** The I/O half: reads config/default.json and the file named by SHIM_CONFIG, then parses. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): ActiveConfig {
+  const layers = [readJsonFile(DEFAULT_CONFIG_FILE, 'config/default.json')];
+  const file = env.SHIM_CONFIG;
+  if (file) layers.push(readJsonFile(file, `SHIM_CONFIG (${file})`));
+  return parseConfig(layers, env);
+}
+
+/** The configuration as /admin/config shows it: secrets replaced by whether they are set. */
+export function redactConfig(config: Config): unknown {
+  const copy = structuredClone(config) as Config & Record<string, unknown>;
+  copy.admin = { ...copy.admin, token: copy.admin.token === null ? null : '[set]' };
+  if (copy.redisUrl !== null) copy.redisUrl = '[set]';
+  return copy;
+}

@@ -1,0 +1,66 @@
+import type { IncomingHttpHeaders } from 'node:http';
+
+/** How Nango's express.json() (body-parser 2, strict) would see a request body. */
+export type JsonBody =
+  | { kind: 'absent' }
+  | { kind: 'json'; value: unknown }
+  | { kind: 'invalid'; message: string }
+  | { kind: 'unsupported-charset' };
+
+// JSON whitespace is exactly space, tab, LF and CR (RFC 8259 §2).
+const FIRST_CHAR = /^[ \t\n\r]*([^ \t\n\r])/;
+
+/** The media type, lower-cased and without parameters, as type-is compares it. */
+export function mediaType(contentType: string | undefined): string | undefined {
+  if (contentType === undefined) return undefined;
+  const semicolon = contentType.indexOf(';');
+  return (semicolon === -1 ? contentType : contentType.slice(0, semicolon)).trim().toLowerCase();
+}
+
+function charsetOf(contentType: string): string | undefined {
+  const match = /;\s*charset\s*=\s*"?([^";\s]+)"?/i.exec(contentType);
+  return match?.[1]?.toLowerCase();
+}
+
+/** type-is hasBody: a body exists when either framing header is present, even `Content-Length: 0`. */
+export function hasBody(headers: IncomingHttpHeaders): boolean {
+  return headers['transfer-encoding'] !== undefined || headers['content-length'] !== undefined;
+}
+
+/**
+ * body-parser's strict mode rejects a top-level value that is not an object or array by parsing a
+ * same-length placeholder, so the message names the client's own first token
+ * (metadata-patch.json "top-level JSON null body": `Unexpected token 'n', "null" is not valid JSON`).
+ */
+function strictViolationMessage(text: string, char: string): string {
+  const index = text.indexOf(char);
+  const partial = index === -1 ? '' : text.slice(0, index) + '#'.repeat(text.length - index);
+  try {
+    JSON.parse(partial);
+    return 'strict violation';
+  } catch (error) {
+    return (error as Error).message.replace(/#+/g, (placeholder) =>
+      text.slice(index, index + placeholder.length),
+    );
+  }
+}
+
+/** Pure: what Nango's JSON parser makes of these bytes under this Content-Type. */
+export function parseJsonBody(headers: IncomingHttpHeaders, raw: Buffer): JsonBody {
+  const contentType = headers['content-type'];
+  if (mediaType(contentType) !== 'application/json' || !hasBody(headers)) return { kind: 'absent' };
+  const charset = charsetOf(contentType as string) ?? 'utf-8';
+  if (charset !== 'utf-8' && charset !== 'utf8') return { kind: 'unsupported-charset' };
+  // An empty JSON body parses as {} (nango-api.md "Empty bodies").
+  if (raw.length === 0) return { kind: 'json', value: {} };
+  const text = raw.toString('utf8');
+  const first = FIRST_CHAR.exec(text)?.[1];
+  if (first !== '{' && first !== '[') {
+    return { kind: 'invalid', message: strictViolationMessage(text, first ?? '') };
+  }
+  try {
+    return { kind: 'json', value: JSON.parse(text) };
+  } catch (error) {
+    return { kind: 'invalid', message: (error as Error).message };
+  }
+}

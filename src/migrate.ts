@@ -1,0 +1,155 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
+import { sendBytes, sendLocalAnswer } from './answer.js';
+import { errorAnswer, type LocalAnswer } from './errors.js';
+import { type Forwarder, UpstreamError, type UpstreamFailure, type UpstreamResponse } from './forward.js';
+import type { LegacyRequest, Migration } from './migrations/migration.js';
+import { BodyError, readBody } from './read-body.js';
+import { endToEndHeaders, successorRequestHeaders } from './upstream-headers.js';
+
+/** How a translated call ended, for usage records. */
+export type TranslationOutcome = 'translated' | 'rejected' | 'failed';
+
+export interface TranslateOptions {
+  forwarder: Forwarder;
+  bodyLimitBytes: number;
+}
+
+const FAILURE_ANSWERS: Record<UpstreamFailure, LocalAnswer> = {
+  unreachable: errorAnswer('upstreamUnreachable', {
+    message: 'The upstream Nango server could not be reached.',
+  }),
+  timeout: errorAnswer('upstreamTimeout', { message: 'The upstream Nango server did not answer in time.' }),
+  lost: errorAnswer('upstreamResponseLost', {
+    message:
+      'The connection to the upstream Nango server broke before its answer arrived; the call may have been applied.',
+  }),
+};
+
+export function upstreamFailureAnswer(failure: UpstreamFailure): LocalAnswer {
+  return FAILURE_ANSWERS[failure];
+}
+
+/**
+ * The successor's answer with any content coding removed, so a migration reshapes plain JSON
+ * (Nango never compresses, but a gateway in between may).
+ */
+export function decodeAnswer(response: UpstreamResponse): UpstreamResponse {
+  const coding = String(response.headers['content-encoding'] ?? 'identity')
+    .trim()
+    .toLowerCase();
+  if (coding === 'identity' || coding === '') return response;
+  const decode = { gzip: gunzipSync, 'x-gzip': gunzipSync, deflate: inflateSync, br: brotliDecompressSync }[
+    coding
+  ];
+  if (!decode) return response;
+  const headers = { ...response.headers };
+  delete headers['content-encoding'];
+  return { status: response.status, headers, body: decode(response.body) };
+}
+
+function splitUrl(url: string): { path: string; query: string } {
+  const mark = url.indexOf('?');
+  return mark === -1 ? { path: url, query: '' } : { path: url.slice(0, mark), query: url.slice(mark + 1) };
+}
+
+async function readLegacyBody(
+  req: IncomingMessage,
+  res: ServerResponse,
+  limit: number,
+): Promise<Buffer | undefined> {
+  try {
+    return await readBody(req, limit);
+  } catch (error) {
+    if (error instanceof BodyError && error.failure === 'too-large') {
+      // The rest of the body is never read: the connection closes after the answer.
+      res.shouldKeepAlive = false;
+      sendLocalAnswer(
+        res,
+        errorAnswer('payloadTooLarge', { message: `The request body is larger than ${limit} bytes.` }),
+        { connection: 'close' },
+      );
+      return undefined;
+    }
+    // A body that did not arrive whole is never forwarded, and nobody is left to answer.
+    res.destroy();
+    return undefined;
+  }
+}
+
+/**
+ * Runs one translated call: read the body (only on owned routes, under the limit), rewrite it with the
+ * migration, send it to the successor once, reshape the answer. A write that may have reached the upstream
+ * is never retried: a lost answer becomes a 502, never a success.
+ */
+export async function translate(
+  req: IncomingMessage,
+  res: ServerResponse,
+  migration: Migration,
+  params: Record<string, string>,
+  { forwarder, bodyLimitBytes }: TranslateOptions,
+): Promise<TranslationOutcome> {
+  const body = migration.readsBody ? await readLegacyBody(req, res, bodyLimitBytes) : null;
+  if (body === undefined) return 'rejected';
+  const url = req.url ?? '/';
+  const { path, query } = splitUrl(url);
+  const legacy: LegacyRequest = {
+    method: req.method ?? 'GET',
+    path,
+    query,
+    params,
+    headers: req.headers,
+    body,
+  };
+  const up = migration.requestUp(legacy);
+  if (up.kind === 'answer') {
+    sendLocalAnswer(res, up.answer, up.answer.body.error.code === 'invalid_json' ? {} : CORS_HEADERS);
+    return 'rejected';
+  }
+  if (!migration.responseDown) {
+    // Only the request line changes: the answer streams back untouched.
+    req.url = up.request.path;
+    req.method = up.request.method;
+    forwarder.web(req, res);
+    return 'translated';
+  }
+  const headers = successorRequestHeaders(
+    req.headers,
+    forwarder.host,
+    { remoteAddress: req.socket.remoteAddress, encrypted: Boolean((req.socket as TLSSocket).encrypted) },
+    up.request.body,
+  );
+  let response: UpstreamResponse;
+  try {
+    response = decodeAnswer(
+      await forwarder.send({
+        method: up.request.method,
+        path: up.request.path,
+        headers,
+        body: bodyBuffer(up.request.body),
+      }),
+    );
+  } catch (error) {
+    const failure = error instanceof UpstreamError ? error.failure : 'lost';
+    sendLocalAnswer(res, upstreamFailureAnswer(failure));
+    return 'failed';
+  }
+  const down = migration.responseDown(response, up.context);
+  const changed = down.body !== undefined;
+  const outgoing = endToEndHeaders(
+    response.headers,
+    changed ? ['content-length', 'etag'] : ['content-length'],
+  );
+  sendBytes(res, down.status, outgoing, down.body ?? response.body);
+  return 'translated';
+}
+
+function bodyBuffer(body: string | null): Buffer | null {
+  return body === null ? null : Buffer.from(body);
+}
+
+/** Nango answers every error but invalid_json with CORS headers (its JSON parser runs before cors). */
+const CORS_HEADERS = {
+  'access-control-allow-origin': '*',
+};

@@ -1,0 +1,70 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { RouteId } from '../config.js';
+import type { LocalAnswer } from '../errors.js';
+
+/** A legacy call as the migration sees it: plain data, no sockets. */
+export interface LegacyRequest {
+  method: string;
+  /** The raw path, as received (not decoded). */
+  path: string;
+  /** The raw query string without `?`; '' when there is none. */
+  query: string;
+  /** Parameters captured by the route pattern, still percent-encoded. */
+  params: Record<string, string>;
+  headers: IncomingHttpHeaders;
+  /** The whole body, for migrations that read it; null otherwise. */
+  body: Buffer | null;
+}
+
+/** What goes to the upstream instead: a new request line and, where it changes, a new body. */
+export interface SuccessorRequest {
+  method: string;
+  /** Path and query on the upstream, starting with `/`. */
+  path: string;
+  /** A JSON body to send, already serialised; null to send none. */
+  body: string | null;
+}
+
+export type RequestUpResult<Context> =
+  | { kind: 'answer'; answer: LocalAnswer }
+  | { kind: 'forward'; request: SuccessorRequest; context: Context };
+
+export interface LegacyAnswer {
+  status: number;
+  /** The body to send; undefined keeps the upstream's bytes (and its Content-Length/ETag). */
+  body?: Buffer;
+}
+
+/**
+ * One deprecated operation and how it maps onto its successor. Everything here is pure: the proxy
+ * supplies the bytes and sends what comes back. Adding a deprecated endpoint is a new Migration and a test.
+ */
+export interface Migration<Context = unknown> {
+  /** The config key under `routes.` that holds this route's stage and deprecation dates. */
+  routeId: RouteId;
+  /** Methods and path this migration owns, e.g. `PATCH /connection/metadata`. */
+  name: string;
+  methods: readonly string[];
+  /** Matched against the raw path; Nango routes are case-insensitive and accept one trailing slash. */
+  pattern: RegExp;
+  /** The successor, for the `Link: rel="successor-version"` header and the 410 message. */
+  successor: string;
+  /** Whether the migration needs the request body (bodies are only read on routes that need them). */
+  readsBody: boolean;
+  /** Rewrites the legacy request, or answers it locally exactly as Nango would have. */
+  requestUp(request: LegacyRequest): RequestUpResult<Context>;
+  /**
+   * Reshapes the successor's answer into the legacy contract. Absent: the answer is streamed back as it is
+   * (only the request line changed), so large answers are never buffered.
+   */
+  responseDown?(
+    response: { status: number; headers: IncomingHttpHeaders; body: Buffer },
+    context: Context,
+  ): LegacyAnswer;
+}
+
+export function routePattern(source: string): RegExp {
+  // Express's default router: case-insensitive, one optional trailing slash (metadata-patch.json
+  // "trailing slash path", "upper-case path").
+  return new RegExp(`^${source}/?$`, 'i');
+}

@@ -1,0 +1,77 @@
+import http, { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { App } from './app.js';
+import type { Config } from './config.js';
+
+export interface ShimServer {
+  server: Server;
+  /** Stops accepting, lets in-flight requests finish within the grace period; true if all finished. */
+  drain(graceMs: number): Promise<boolean>;
+  readonly draining: boolean;
+  inFlight(): number;
+}
+
+const BAD_REQUEST =
+  'HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\nContent-Length: 73\r\n\r\n{"error":{"code":"bad_request","message":"The request is not valid HTTP."}}';
+
+/** The public listener: node:http with the timeouts a gateway needs, the app's handlers, and draining. */
+export function createShimServer(app: App, config: Config, logger: Logger): ShimServer {
+  let draining = false;
+  let active = 0;
+  let onIdle: (() => void) | undefined;
+
+  const server = http.createServer(
+    {
+      // Slow or never-finished headers are cut while other clients are served (slowloris).
+      headersTimeout: config.server.headersTimeoutMs,
+      requestTimeout: config.server.requestTimeoutMs,
+      keepAliveTimeout: config.server.keepAliveTimeoutMs,
+    },
+    function handleShimRequest(req: IncomingMessage, res: ServerResponse) {
+      active += 1;
+      res.once('close', () => {
+        active -= 1;
+        if (active === 0 && onIdle) onIdle();
+      });
+      // While draining, every answer closes its connection so keep-alive clients move on.
+      if (draining) res.shouldKeepAlive = false;
+      app.handleRequest(req, res);
+    },
+  );
+  server.on('upgrade', (req, socket, head) => app.handleUpgrade(req, socket, head));
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
+    if (error.code !== 'ECONNRESET' && socket.writable && !socket.writableEnded) socket.end(BAD_REQUEST);
+    else socket.destroy();
+  });
+
+  return {
+    server,
+    get draining() {
+      return draining;
+    },
+    inFlight: () => active,
+    drain(graceMs) {
+      draining = true;
+      return new Promise((resolve) => {
+        let settled = false;
+        const finish = (clean: boolean) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(deadline);
+          if (!clean) server.closeAllConnections();
+          resolve(clean);
+        };
+        const deadline = setTimeout(() => {
+          logger.warn({ inFlight: active }, 'grace period over, cutting remaining requests');
+          finish(false);
+        }, graceMs);
+        deadline.unref();
+        server.close(() => finish(true));
+        server.closeIdleConnections();
+        onIdle = () => server.closeIdleConnections();
+        if (active === 0) server.closeIdleConnections();
+      });
+    },
+  };
+}

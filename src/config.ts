@@ -280,8 +280,9 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 function mergeLayer(base: unknown, layer: unknown): unknown {
   if (!isPlainObject(base) || !isPlainObject(layer)) return structuredClone(layer);
   const merged: Record<string, unknown> = { ...base };
-  for (const [key, value] of Object.entries(layer))
-    merged[key] = key in base ? mergeLayer(base[key], value) : value;
+  for (const [key, value] of Object.entries(layer)) {
+    merged[key] = key in base ? mergeLayer(base[key], value) : structuredClone(value);
+  }
   return merged;
 }
 

@@ -1,0 +1,107 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, parseConfig, redactConfig } from '../src/config.js';
+
+const defaults = JSON.parse(readFileSync(new URL('../config/default.json', import.meta.url), 'utf8'));
+
+function problemsOf(run: () => unknown): string[] {
+  try {
+    run();
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('parseConfig', () => {
+  it('gives the documented defaults', () => {
+    const { config, version } = parseConfig([defaults]);
+    expect(config.upstream.url).toBe('http://localhost:3003');
+    expect(config.server.host).toBe('0.0.0.0');
+    expect(config.server.port).toBe(8080);
+    expect(config.log.level).toBe('info');
+    expect(config.routes['connection-metadata'].stage).toBe('translate');
+    expect(version).toMatch(/^[0-9a-f]{12}$/);
+  });
+
+  it('lets the environment override the file', () => {
+    const { config } = parseConfig([defaults], {
+      SHIM_UPSTREAM_URL: 'https://api.nango.dev',
+      SHIM_HOST: '127.0.0.1',
+      SHIM_PORT: '9000',
+      SHIM_LOG_LEVEL: 'debug',
+    });
+    expect(config.upstream.url).toBe('https://api.nango.dev');
+    expect(config.server.host).toBe('127.0.0.1');
+    expect(config.server.port).toBe(9000);
+    expect(config.log.level).toBe('debug');
+  });
+
+  it('merges a file layer over the defaults key by key', () => {
+    const { config } = parseConfig([defaults, { routes: { 'connection-metadata': { stage: 'gone' } } }]);
+    expect(config.routes['connection-metadata'].stage).toBe('gone');
+    expect(config.routes['connection-metadata'].sunset).toBe(defaults.routes['connection-metadata'].sunset);
+    expect(config.routes['connection-get'].stage).toBe('translate');
+  });
+
+  it('names every bad field at once, environment variables included', () => {
+    const problems = problemsOf(() =>
+      parseConfig([defaults, { server: { bodyLimitBytes: -1 }, log: { level: 'loud' }, surprise: true }], {
+        SHIM_PORT: 'eighty',
+      }),
+    );
+    expect(problems.some((p) => p.startsWith('server.port (from SHIM_PORT)'))).toBe(true);
+    expect(problems.some((p) => p.startsWith('server.bodyLimitBytes'))).toBe(true);
+    expect(problems.some((p) => p.startsWith('log.level'))).toBe(true);
+    expect(problems).toContain('surprise: unknown key');
+  });
+
+  it('refuses a sunset earlier than the deprecation date', () => {
+    const problems = problemsOf(() =>
+      parseConfig([defaults, { routes: { 'connection-metadata': { sunset: '2025-01-01T00:00:00Z' } } }]),
+    );
+    expect(problems).toEqual([
+      'routes.connection-metadata.sunset: must not be earlier than routes.connection-metadata.deprecation',
+    ]);
+  });
+
+  it('refuses an upstream that is not http(s)', () => {
+    expect(problemsOf(() => parseConfig([defaults], { SHIM_UPSTREAM_URL: 'ftp://example.com' }))[0]).toMatch(
+      /^upstream\.url \(from SHIM_UPSTREAM_URL\)/,
+    );
+  });
+
+  it('freezes the result so nothing can edit the active config', () => {
+    const { config } = parseConfig([defaults]);
+    expect(Object.isFrozen(config.routes['connection-metadata'])).toBe(true);
+  });
+
+  it('gives a different version for a different content', () => {
+    const a = parseConfig([defaults]).version;
+    const b = parseConfig([defaults, { routes: { 'connection-metadata': { stage: 'gone' } } }]).version;
+    expect(a).not.toBe(b);
+    expect(parseConfig([defaults]).version).toBe(a);
+  });
+});
+
+describe('loadConfig', () => {
+  it('names an unreadable SHIM_CONFIG file', () => {
+    expect(problemsOf(() => loadConfig({ SHIM_CONFIG: '/nonexistent/shim.json' }))).toEqual([
+      'SHIM_CONFIG (/nonexistent/shim.json): cannot be read (ENOENT)',
+    ]);
+  });
+});
+
+describe('redactConfig', () => {
+  it('never shows the admin token or the Redis URL', () => {
+    const { config } = parseConfig([defaults], {
+      SHIM_ADMIN_TOKEN: 'super-secret-admin-token',
+      SHIM_REDIS_URL: 'redis://:password@127.0.0.1:6379',
+    });
+    const shown = JSON.stringify(redactConfig(config));
+    expect(shown).not.toContain('super-secret-admin-token');
+    expect(shown).not.toContain('password');
+    expect(shown).toContain('"token":"[set]"');
+  });
+});

@@ -1,0 +1,73 @@
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { PassThrough } from 'node:stream';
+import { type App, createApp } from '../../src/app.js';
+import { parseConfig } from '../../src/config.js';
+import { createLogger } from '../../src/logger.js';
+import { readOpenApiDocument } from '../../src/openapi.js';
+import { createShimServer, type ShimServer } from '../../src/server.js';
+import { createUsageLog, type UsageSink } from '../../src/usage.js';
+
+export const DEFAULTS = JSON.parse(
+  readFileSync(new URL('../../config/default.json', import.meta.url), 'utf8'),
+);
+export const OPENAPI = readOpenApiDocument(
+  new URL('../../config/openapi/connection-metadata.json', import.meta.url),
+);
+
+export interface RunningShim {
+  url: string;
+  app: App;
+  shim: ShimServer;
+  configs: { current: ReturnType<typeof parseConfig> };
+  /** Every log line the shim wrote, parsed. */
+  logs(): Array<Record<string, unknown>>;
+  /** Everything the shim wrote to its log, as text. */
+  logText(): string;
+  close(): Promise<void>;
+}
+
+/** Builds the shim in process and listens on 127.0.0.1 port 0 (the port is read back, never picked). */
+export async function startShim(
+  upstreamUrl: string,
+  overrides: Record<string, unknown> = {},
+  extraSinks: UsageSink[] = [],
+): Promise<RunningShim> {
+  const configs = {
+    current: parseConfig([DEFAULTS, { log: { level: 'debug' } }, overrides], {
+      SHIM_UPSTREAM_URL: upstreamUrl,
+    }),
+  };
+  const stream = new PassThrough();
+  let text = '';
+  stream.on('data', (chunk: Buffer) => {
+    text += chunk.toString('utf8');
+  });
+  const logger = createLogger(configs.current.config.log.level, stream);
+  const app = createApp({
+    configs,
+    logger,
+    openapi: OPENAPI,
+    usage: [createUsageLog(logger), ...extraSinks],
+  });
+  const shim = createShimServer(app, configs.current.config, logger);
+  await new Promise<void>((resolve) => shim.server.listen(0, '127.0.0.1', resolve));
+  const { port } = shim.server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    app,
+    shim,
+    configs,
+    logText: () => text,
+    logs: () =>
+      text
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as Record<string, unknown>),
+    async close() {
+      shim.server.closeAllConnections();
+      await new Promise<void>((resolve) => shim.server.close(() => resolve()));
+      app.close();
+    },
+  };
+}

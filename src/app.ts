@@ -3,18 +3,43 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { sendLocalAnswer } from './answer.js';
 import { fingerprintOf } from './api-key.js';
-import type { ActiveConfig } from './config.js';
+import type { ActiveConfig, RouteConfig, RouteId } from './config.js';
+import { chooseRoute, type RouteDecision } from './cutover.js';
+import { deprecationHeaders } from './deprecation-headers.js';
 import { errorAnswer } from './errors.js';
 import { createForwarder, type Forwarder, type UpstreamFailure } from './forward.js';
-import { translate, upstreamFailureAnswer } from './migrate.js';
+import { checkTranslation, readLegacyBody, translate, upstreamFailureAnswer } from './migrate.js';
 import { createMigrations, matchMigration } from './migrations/index.js';
 import type { Migration } from './migrations/migration.js';
 import { compileOperations, type OpenApiDocument } from './openapi.js';
-import type { UsageAction, UsageSink } from './usage.js';
+import {
+  settleValidation,
+  type UsageAction,
+  type UsageEvent,
+  type UsageSink,
+  type ValidationReport,
+} from './usage.js';
 
 /** Where the active configuration lives; a reload swaps `current` whole, never edits it. */
 export interface ConfigHolder {
   current: ActiveConfig;
+}
+
+/** Optional observers of traffic (metrics); each hook costs nothing when absent. */
+export interface TrafficObserver {
+  /** A request no migration owns, once its answer is finished or the connection closed. */
+  passThrough?(req: IncomingMessage, res: ServerResponse, durationMs: number): void;
+  /** One upstream exchange on a deprecated route: the successor (translated) or the legacy route itself. */
+  upstream?(routeId: RouteId, target: 'successor' | 'legacy', durationMs: number): void;
+}
+
+/**
+ * A rate limiter in front of a scope (a deprecated route id, or all pass-through traffic). It either answers
+ * the request itself (429) or calls `proceed`. Absent scopes are not limited.
+ */
+export interface RequestLimiter {
+  appliesTo(scope: RouteId | 'passthrough'): boolean;
+  check(scope: RouteId | 'passthrough', req: IncomingMessage, res: ServerResponse, proceed: () => void): void;
 }
 
 export interface AppOptions {
@@ -22,6 +47,8 @@ export interface AppOptions {
   logger: Logger;
   openapi: OpenApiDocument;
   usage: UsageSink[];
+  observer?: TrafficObserver;
+  limiter?: RequestLimiter;
 }
 
 export interface App {
@@ -38,11 +65,25 @@ function pathOf(url: string): string {
   return mark === -1 ? url : url.slice(0, mark);
 }
 
+function applyDeprecationHeaders(res: ServerResponse, route: RouteConfig): void {
+  const headers = deprecationHeaders(route);
+  res.setHeader('deprecation', headers.deprecation);
+  res.setHeader('sunset', headers.sunset);
+  res.setHeader('link', headers.link);
+}
+
+function goneAnswer(migration: Migration) {
+  return errorAnswer('gone', {
+    message: `This endpoint has been removed. Use ${migration.successor} instead.`,
+  });
+}
+
 /**
  * Assembles the public side: a request no migration owns goes straight to http-proxy-3 (no router, no body
- * parser, no per-request allocation of ours); a deprecated call goes through its migration.
+ * parser, no per-request allocation of ours); a deprecated call is decided by its route's stage, carries the
+ * deprecation headers whatever its answer, and is recorded.
  */
-export function createApp({ configs, logger, openapi, usage }: AppOptions): App {
+export function createApp({ configs, logger, openapi, usage, observer, limiter }: AppOptions): App {
   const migrations = createMigrations({ operations: compileOperations(openapi) });
 
   function onPassThroughError(
@@ -61,76 +102,143 @@ export function createApp({ configs, logger, openapi, usage }: AppOptions): App 
 
   const forwarder: Forwarder = createForwarder(configs.current.config, onPassThroughError);
 
-  function recordUsage(
-    migration: Migration,
-    req: IncomingMessage,
-    res: ServerResponse,
-    started: number,
-    stage: ActiveConfig['config']['routes'][keyof ActiveConfig['config']['routes']]['stage'],
-    action: UsageAction,
-  ) {
-    const event = {
-      routeId: migration.routeId,
-      method: req.method ?? 'GET',
-      path: pathOf(req.url ?? '/'),
-      fingerprint: fingerprintOf(req.headers.authorization),
-      userAgent: req.headers['user-agent'],
-      status: res.statusCode,
-      durationMs: Math.round((performance.now() - started) * 1000) / 1000,
-      stage,
-      action,
-      at: Date.now(),
-    };
-    for (const sink of usage) sink.record(event);
+  function passThrough(req: IncomingMessage, res: ServerResponse): void {
+    if (observer?.passThrough) {
+      const started = performance.now();
+      const onPassThrough = observer.passThrough;
+      res.once('close', () => onPassThrough(req, res, performance.now() - started));
+    }
+    forwarder.web(req, res);
   }
 
-  async function handleOwned(
+  function timeLegacyExchange(routeId: RouteId, res: ServerResponse): void {
+    if (!observer?.upstream) return;
+    const started = performance.now();
+    const onUpstream = observer.upstream;
+    res.once('close', () => onUpstream(routeId, 'legacy', performance.now() - started));
+  }
+
+  function recordOnClose(
+    req: IncomingMessage,
+    res: ServerResponse,
+    migration: Migration,
+    route: RouteConfig,
+    fingerprint: string | undefined,
+    outcome: { action: UsageAction; validation?: ValidationReport },
+  ): void {
+    const started = performance.now();
+    res.once('close', () => {
+      const event: UsageEvent = {
+        routeId: migration.routeId,
+        method: req.method ?? 'GET',
+        path: pathOf(req.url ?? '/'),
+        fingerprint,
+        userAgent: req.headers['user-agent'],
+        status: res.statusCode,
+        durationMs: Math.round((performance.now() - started) * 1000) / 1000,
+        stage: route.stage,
+        action: outcome.action,
+        at: Date.now(),
+      };
+      if (outcome.validation) {
+        event.validation = settleValidation(outcome.validation, res.statusCode);
+        if (!event.validation.agrees) {
+          logger.warn(
+            { route: migration.routeId, fingerprint: fingerprint ?? null, ...event.validation },
+            'translation would answer differently',
+          );
+        }
+      }
+      for (const sink of usage) sink.record(event);
+    });
+  }
+
+  async function perform(
     req: IncomingMessage,
     res: ServerResponse,
     migration: Migration,
     params: Record<string, string>,
+    decision: RouteDecision,
+    bodyLimitBytes: number,
+    outcome: { action: UsageAction; validation?: ValidationReport },
   ): Promise<void> {
-    const started = performance.now();
+    if (decision.action === 'gone') {
+      outcome.action = 'gone';
+      sendLocalAnswer(res, goneAnswer(migration));
+      return;
+    }
+    if (decision.action === 'translate') {
+      outcome.action = await translate(req, res, migration, params, {
+        forwarder,
+        bodyLimitBytes,
+        onUpstream: observer?.upstream,
+      });
+      return;
+    }
+    outcome.action = 'passed-through';
+    let body: Buffer | undefined;
+    if (decision.validate) {
+      // The validate stage reads the body to check it, then forwards the very same bytes.
+      if (migration.readsBody) {
+        body = await readLegacyBody(req, res, bodyLimitBytes);
+        if (body === undefined) {
+          outcome.action = 'rejected';
+          return;
+        }
+      }
+      outcome.validation = checkTranslation(migration, req, params, body ?? null);
+    }
+    timeLegacyExchange(migration.routeId, res);
+    forwarder.web(req, res, body);
+  }
+
+  function handleOwned(
+    req: IncomingMessage,
+    res: ServerResponse,
+    migration: Migration,
+    params: Record<string, string>,
+  ): void {
     // A request finishes under the configuration it started with, whatever a reload does meanwhile.
     const { config } = configs.current;
     const route = config.routes[migration.routeId];
-    let action: UsageAction = 'passed-through';
-    res.once('close', () => recordUsage(migration, req, res, started, route.stage, action));
-    if (route.stage === 'gone') {
-      action = 'gone';
-      sendLocalAnswer(
-        res,
-        errorAnswer('gone', {
-          message: `This endpoint was removed. Use ${migration.successor} instead.`,
-        }),
+    const fingerprint = fingerprintOf(req.headers.authorization);
+    const decision = chooseRoute(route, fingerprint, Date.now());
+    const limited = limiter?.appliesTo(migration.routeId) ?? false;
+    const outcome: { action: UsageAction; validation?: ValidationReport } = {
+      action: limited ? 'rate-limited' : 'passed-through',
+    };
+    recordOnClose(req, res, migration, route, fingerprint, outcome);
+    // RFC 9745 §2 / RFC 8594 §3: every answer of a deprecated route says so, errors and 429s included.
+    applyDeprecationHeaders(res, route);
+    const run = () => {
+      perform(req, res, migration, params, decision, config.server.bodyLimitBytes, outcome).catch(
+        (error: unknown) => {
+          logger.error({ err: error, route: migration.routeId }, 'migration failed');
+          sendLocalAnswer(
+            res,
+            errorAnswer('internal', { message: 'The shim failed to handle this request.' }),
+          );
+        },
       );
+    };
+    if (limited && limiter) limiter.check(migration.routeId, req, res, run);
+    else run();
+  }
+
+  function dispatch(req: IncomingMessage, res: ServerResponse): void {
+    const found = matchMigration(migrations, req.method ?? 'GET', pathOf(req.url ?? '/'));
+    if (found) {
+      handleOwned(req, res, found.migration, found.params);
       return;
     }
-    if (route.stage === 'passthrough' || route.stage === 'validate') {
-      forwarder.web(req, res);
-      return;
-    }
-    const outcome = await translate(req, res, migration, params, {
-      forwarder,
-      bodyLimitBytes: config.server.bodyLimitBytes,
-    });
-    action = outcome;
+    if (limiter?.appliesTo('passthrough'))
+      limiter.check('passthrough', req, res, () => passThrough(req, res));
+    else passThrough(req, res);
   }
 
   return {
     migrations,
-    handleRequest(req, res) {
-      const url = req.url ?? '/';
-      const found = matchMigration(migrations, req.method ?? 'GET', pathOf(url));
-      if (!found) {
-        forwarder.web(req, res);
-        return;
-      }
-      handleOwned(req, res, found.migration, found.params).catch((error: unknown) => {
-        logger.error({ err: error, route: found.migration.routeId }, 'migration failed');
-        sendLocalAnswer(res, errorAnswer('internal', { message: 'The shim failed to handle this request.' }));
-      });
-    },
+    handleRequest: dispatch,
     handleUpgrade(req, socket, head) {
       forwarder.ws(req, socket, head);
     },

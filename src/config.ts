@@ -37,6 +37,7 @@ export interface RouteConfig {
   deprecation: string;
   sunset: string;
   docsUrl: string;
+  successorUrl: string;
   rateLimit: RateLimitRule | null;
 }
 
@@ -115,6 +116,7 @@ const routeSchema = {
     'deprecation',
     'sunset',
     'docsUrl',
+    'successorUrl',
     'rateLimit',
   ],
   properties: {
@@ -134,6 +136,7 @@ const routeSchema = {
     deprecation: isoDate,
     sunset: isoDate,
     docsUrl: { type: 'string', minLength: 1 },
+    successorUrl: { type: 'string', minLength: 1 },
     rateLimit: rateLimitRuleSchema,
   },
 };

@@ -6,7 +6,7 @@ import http, {
   type ServerResponse,
 } from 'node:http';
 import https from 'node:https';
-import type { Duplex } from 'node:stream';
+import { type Duplex, Readable } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
 import type { Config } from './config.js';
 
@@ -44,8 +44,11 @@ export type PassThroughErrorHandler = (
 ) => void;
 
 export interface Forwarder {
-  /** Streams a request to the upstream unchanged and the answer back (http-proxy-3). */
-  web(req: IncomingMessage, res: ServerResponse): void;
+  /**
+   * Streams a request to the upstream unchanged and the answer back (http-proxy-3). `body` replaces the
+   * request stream when the shim has already read it (the validate stage), with the very same bytes.
+   */
+  web(req: IncomingMessage, res: ServerResponse, body?: Buffer): void;
   /** Passes a WebSocket upgrade through. */
   ws(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   /** One buffered exchange, for translated calls. Never retried: a write may have been applied. */
@@ -161,8 +164,13 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
 
   return {
     host,
-    web(req, res) {
-      proxy.web(req, res, NO_OPTIONS, handleProxyError);
+    web(req, res, body) {
+      proxy.web(
+        req,
+        res,
+        body === undefined ? NO_OPTIONS : { buffer: Readable.from([body]) },
+        handleProxyError,
+      );
     },
     ws(req, socket, head) {
       proxy.ws(req, socket, head, NO_OPTIONS, handleProxyError);

@@ -3,6 +3,7 @@ import { createApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { readOpenApiDocument } from './openapi.js';
+import { createConfigReloader } from './reload.js';
 import { createShimServer } from './server.js';
 import { createUsageLog } from './usage.js';
 
@@ -31,6 +32,17 @@ function start(): void {
     usage: [createUsageLog(logger)],
   });
   const shim = createShimServer(app, config, logger);
+  const reloader = createConfigReloader({
+    configs,
+    load: () => loadConfig(process.env),
+    logger,
+    onApplied: (next) => {
+      logger.level = next.config.log.level;
+    },
+  });
+  logger.info({ version: active.version }, 'config active');
+  process.on('SIGHUP', () => reloader.reload('SIGHUP'));
+  const stopWatching = process.env.SHIM_CONFIG ? reloader.watchFile(process.env.SHIM_CONFIG) : () => {};
 
   shim.server.listen(config.server.port, config.server.host, () => {
     const address = shim.server.address() as AddressInfo;
@@ -50,6 +62,7 @@ function start(): void {
     if (stopping) return;
     stopping = true;
     logger.info({ signal, inFlight: shim.inFlight() }, 'shutting down');
+    stopWatching();
     const clean = await shim.drain(config.server.shutdownGraceMs);
     app.close();
     logger.info({ clean }, clean ? 'shutdown complete' : 'shutdown forced after grace period');

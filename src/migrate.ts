@@ -2,11 +2,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { sendBytes, sendLocalAnswer } from './answer.js';
+import type { RouteId } from './config.js';
 import { errorAnswer, type LocalAnswer } from './errors.js';
 import { type Forwarder, UpstreamError, type UpstreamFailure, type UpstreamResponse } from './forward.js';
 import type { LegacyRequest, Migration } from './migrations/migration.js';
 import { BodyError, readBody } from './read-body.js';
 import { endToEndHeaders, successorRequestHeaders } from './upstream-headers.js';
+import type { ValidationReport } from './usage.js';
 
 /** How a translated call ended, for usage records. */
 export type TranslationOutcome = 'translated' | 'rejected' | 'failed';
@@ -14,6 +16,7 @@ export type TranslationOutcome = 'translated' | 'rejected' | 'failed';
 export interface TranslateOptions {
   forwarder: Forwarder;
   bodyLimitBytes: number;
+  onUpstream?: ((routeId: RouteId, target: 'successor' | 'legacy', durationMs: number) => void) | undefined;
 }
 
 const FAILURE_ANSWERS: Record<UpstreamFailure, LocalAnswer> = {
@@ -54,7 +57,7 @@ function splitUrl(url: string): { path: string; query: string } {
   return mark === -1 ? { path: url, query: '' } : { path: url.slice(0, mark), query: url.slice(mark + 1) };
 }
 
-async function readLegacyBody(
+export async function readLegacyBody(
   req: IncomingMessage,
   res: ServerResponse,
   limit: number,
@@ -78,6 +81,28 @@ async function readLegacyBody(
   }
 }
 
+function legacyRequest(
+  req: IncomingMessage,
+  params: Record<string, string>,
+  body: Buffer | null,
+): LegacyRequest {
+  const { path, query } = splitUrl(req.url ?? '/');
+  return { method: req.method ?? 'GET', path, query, params, headers: req.headers, body };
+}
+
+/** The validate stage: what the translation would do with this call, without doing it. */
+export function checkTranslation(
+  migration: Migration,
+  req: IncomingMessage,
+  params: Record<string, string>,
+  body: Buffer | null,
+): ValidationReport {
+  const up = migration.requestUp(legacyRequest(req, params, body));
+  return up.kind === 'answer'
+    ? { predictedStatus: up.answer.status, predictedCode: up.answer.body.error.code }
+    : { predictedStatus: undefined, predictedCode: undefined };
+}
+
 /**
  * Runs one translated call: read the body (only on owned routes, under the limit), rewrite it with the
  * migration, send it to the successor once, reshape the answer. A write that may have reached the upstream
@@ -88,21 +113,11 @@ export async function translate(
   res: ServerResponse,
   migration: Migration,
   params: Record<string, string>,
-  { forwarder, bodyLimitBytes }: TranslateOptions,
+  { forwarder, bodyLimitBytes, onUpstream }: TranslateOptions,
 ): Promise<TranslationOutcome> {
   const body = migration.readsBody ? await readLegacyBody(req, res, bodyLimitBytes) : null;
   if (body === undefined) return 'rejected';
-  const url = req.url ?? '/';
-  const { path, query } = splitUrl(url);
-  const legacy: LegacyRequest = {
-    method: req.method ?? 'GET',
-    path,
-    query,
-    params,
-    headers: req.headers,
-    body,
-  };
-  const up = migration.requestUp(legacy);
+  const up = migration.requestUp(legacyRequest(req, params, body));
   if (up.kind === 'answer') {
     sendLocalAnswer(res, up.answer, up.answer.body.error.code === 'invalid_json' ? {} : CORS_HEADERS);
     return 'rejected';
@@ -121,6 +136,7 @@ export async function translate(
     up.request.body,
   );
   let response: UpstreamResponse;
+  const started = performance.now();
   try {
     response = decodeAnswer(
       await forwarder.send({
@@ -134,6 +150,8 @@ export async function translate(
     const failure = error instanceof UpstreamError ? error.failure : 'lost';
     sendLocalAnswer(res, upstreamFailureAnswer(failure));
     return 'failed';
+  } finally {
+    onUpstream?.(migration.routeId, 'successor', performance.now() - started);
   }
   const down = migration.responseDown(response, up.context);
   const changed = down.body !== undefined;

@@ -2,7 +2,32 @@ import type { Logger } from 'pino';
 import type { RouteId, Stage } from './config.js';
 
 /** What the shim did with a deprecated call. */
-export type UsageAction = 'translated' | 'passed-through' | 'rejected' | 'gone' | 'failed';
+export type UsageAction = 'translated' | 'passed-through' | 'rejected' | 'gone' | 'failed' | 'rate-limited';
+
+/**
+ * The validate stage's report: what the translation would have answered, next to what the legacy route
+ * really answered.
+ */
+export interface ValidationReport {
+  /** The status the shim would have answered itself, or undefined when it would have forwarded. */
+  predictedStatus: number | undefined;
+  predictedCode: string | undefined;
+  actualStatus?: number;
+  agrees?: boolean;
+}
+
+/**
+ * Whether the legacy route's real answer matches the translation's prediction: a local answer must match
+ * the status exactly; a forwarded call must not have been refused as invalid by the legacy route (400/415),
+ * which would mean the shim lets through what Nango rejects. Everything else is decided upstream both ways.
+ */
+export function settleValidation(report: ValidationReport, actualStatus: number): ValidationReport {
+  const agrees =
+    report.predictedStatus === undefined
+      ? actualStatus !== 400 && actualStatus !== 415
+      : report.predictedStatus === actualStatus;
+  return { ...report, actualStatus, agrees };
+}
 
 /** One deprecated call, as every usage sink sees it. Carries the key's fingerprint, never the key. */
 export interface UsageEvent {
@@ -16,6 +41,8 @@ export interface UsageEvent {
   stage: Stage;
   action: UsageAction;
   at: number;
+  /** Only in the validate stage. */
+  validation?: ValidationReport;
 }
 
 export interface UsageSink {

@@ -1,0 +1,80 @@
+import { type FSWatcher, watch } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import type { ConfigHolder } from './app.js';
+import { type ActiveConfig, type Config, ConfigError } from './config.js';
+
+/** Sections read once at start-up (sockets, listeners, stores): a change is logged and needs a restart. */
+const RESTART_ONLY: ReadonlyArray<keyof Config> = ['upstream', 'server', 'admin', 'dataDir', 'redisUrl'];
+
+export interface ConfigReloader {
+  /** Loads, validates and swaps in the configuration; false (old one kept) when it is refused. */
+  reload(reason: string): boolean;
+  /** Reloads when the file changes (editors replace files: the folder is watched). Returns a stop function. */
+  watchFile(file: string): () => void;
+}
+
+export interface ReloaderOptions {
+  configs: ConfigHolder;
+  load: () => ActiveConfig;
+  logger: Logger;
+  /** Called after a new configuration is active (e.g. to change the log level). */
+  onApplied?: (active: ActiveConfig) => void;
+}
+
+export function createConfigReloader({ configs, load, logger, onApplied }: ReloaderOptions): ConfigReloader {
+  function reload(reason: string): boolean {
+    let next: ActiveConfig;
+    try {
+      next = load();
+    } catch (error) {
+      const problems = error instanceof ConfigError ? error.problems : [(error as Error).message];
+      logger.error({ reason, problems, version: configs.current.version }, 'config reload refused');
+      return false;
+    }
+    if (next.version === configs.current.version) {
+      logger.debug({ reason, version: next.version }, 'config unchanged');
+      return true;
+    }
+    const previous = configs.current;
+    const restartNeeded = RESTART_ONLY.filter(
+      (key) => JSON.stringify(previous.config[key]) !== JSON.stringify(next.config[key]),
+    );
+    // One assignment: a request reads `configs.current` once, so it sees the old or the new, never a mix.
+    configs.current = next;
+    onApplied?.(next);
+    logger.info({ reason, version: next.version, previous: previous.version }, 'config active');
+    if (restartNeeded.length > 0) {
+      logger.warn({ sections: restartNeeded }, 'config sections changed that apply only after a restart');
+    }
+    return true;
+  }
+
+  function watchFile(file: string): () => void {
+    const path = resolve(file);
+    const name = basename(path);
+    let timer: NodeJS.Timeout | undefined;
+    let watcher: FSWatcher | undefined;
+    try {
+      watcher = watch(dirname(path), (_event, changed) => {
+        if (changed !== null && changed !== name) return;
+        // Editors write in several steps: settle first, then read once.
+        clearTimeout(timer);
+        timer = setTimeout(() => reload('file changed'), 100);
+        timer.unref();
+      });
+      watcher.unref();
+    } catch (error) {
+      logger.warn(
+        { file: path, reason: (error as Error).message },
+        'config file cannot be watched; use SIGHUP',
+      );
+    }
+    return () => {
+      clearTimeout(timer);
+      watcher?.close();
+    };
+  }
+
+  return { reload, watchFile };
+}

@@ -543,21 +543,30 @@ const AUTH_ERROR_MESSAGES = {
 
 const UUID_V4 = /^[0-9A-F]{8}-[0-9A-F]{4}-[4][0-9A-F]{3}-[89AB][0-9A-F]{3}-[0-9A-F]{12}$/i;
 
-/** Nango's secretKeyAuth: `split('Bearer ').pop()`, so a bare key without a scheme is accepted too. */
 function authenticate(req: Request, res: Response, next: NextFunction): void {
-  const authorization = req.get('authorization');
-  if (!authorization) return sendAuthError(res, 'missing_auth_header');
-  const secret = authorization.split('Bearer ').pop();
-  if (!secret) return sendAuthError(res, 'malformed_auth_header');
-  if (!UUID_V4.test(secret)) return sendAuthError(res, 'invalid_secret_key_format');
-  const environment = ENVIRONMENT_BY_KEY.get(secret);
-  if (!environment) return sendAuthError(res, 'unknown_account');
-  res.locals.environment = environment;
+  const result = resolveSecretKey(req.get('authorization'));
+  if (result.failure) {
+    res
+      .status(401)
+      .send({ error: { message: AUTH_ERROR_MESSAGES[result.failure], code: result.failure, payload: {} } });
+    return;
+  }
+  res.locals.environment = result.environment;
   next();
 }
 
-function sendAuthError(res: Response, code: keyof typeof AUTH_ERROR_MESSAGES): void {
-  res.status(401).send({ error: { message: AUTH_ERROR_MESSAGES[code], code, payload: {} } });
+type AuthFailure = keyof typeof AUTH_ERROR_MESSAGES;
+
+/** Nango's secretKeyAuth: `split('Bearer ').pop()`, so a bare key without a scheme is accepted too. */
+function resolveSecretKey(
+  authorization: string | undefined,
+): { failure: AuthFailure; environment?: never } | { failure?: never; environment: EnvironmentName } {
+  if (!authorization) return { failure: 'missing_auth_header' };
+  const secret = authorization.split('Bearer ').pop();
+  if (!secret) return { failure: 'malformed_auth_header' };
+  if (!UUID_V4.test(secret)) return { failure: 'invalid_secret_key_format' };
+  const environment = ENVIRONMENT_BY_KEY.get(secret);
+  return environment ? { environment } : { failure: 'unknown_account' };
 }
 
 function environmentOf(res: Response): EnvironmentName {

@@ -1,0 +1,66 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { CaptureEntry } from './support/captures.js';
+import { type FakeNango, startFakeNango } from './support/fake-nango.js';
+import { replayAndCompare, replayQuietly } from './support/replay.js';
+import { type RunningShim, startShim } from './support/shim.js';
+
+/**
+ * The oracle test: the real Nango 0.71.4 exchanges, replayed in capture order through the shim against a
+ * Nango that no longer has the /connection routes, give the captured status and body (volatile fields
+ * aside). Legacy calls are translated; /connections calls pass straight through.
+ */
+
+const ORDER = [
+  'setup.json',
+  'metadata-patch.json',
+  'metadata-post.json',
+  'path-style.json',
+  'connection-get.json',
+  'sdk-0.66.2.json',
+  'sdk-0.67.0.json',
+  'auth-raw.json',
+] as const;
+
+let fake: FakeNango | undefined;
+let shim: RunningShim | undefined;
+
+afterEach(async () => {
+  await shim?.close();
+  await fake?.close();
+  shim = undefined;
+  fake = undefined;
+});
+
+/** Through the shim, the status, the body and its media type are the contract; helmet headers are Nango's. */
+const SHIM_HEADERS = { exactHeaders: ['content-type'], presentHeaders: [] };
+
+async function replayThroughShim(file: (typeof ORDER)[number], skip?: (entry: CaptureEntry) => boolean) {
+  fake = await startFakeNango({ legacyRoutes: false, seed: false });
+  shim = await startShim(fake.url);
+  // The database state each file was captured on: every earlier file, sent straight to the fake.
+  for (const earlier of ORDER.slice(0, ORDER.indexOf(file))) await replayQuietly(fake.url, earlier);
+  return replayAndCompare(shim.url, file, { ...SHIM_HEADERS, ...(skip ? { skip } : {}) });
+}
+
+describe('legacy captures replayed through the shim against a Nango without the legacy routes', () => {
+  for (const file of ['metadata-patch.json', 'metadata-post.json', 'sdk-0.66.2.json'] as const) {
+    it(`answers ${file} as Nango 0.71.4 did`, async () => {
+      const { sent, mismatches } = await replayThroughShim(file);
+      expect(sent).toBeGreaterThan(10);
+      expect(mismatches).toEqual([]);
+    });
+  }
+
+  it('really sends the legacy calls to the new endpoint, never to the removed one', async () => {
+    await replayThroughShim('metadata-patch.json');
+    const legacyAtUpstream = (fake as FakeNango).requests.filter((r) =>
+      /^\/connection\/metadata/i.test(r.url),
+    );
+    const writes = (fake as FakeNango).requests.filter(
+      (r) => r.url === '/connections/metadata' && (r.method === 'PATCH' || r.method === 'POST'),
+    );
+    // Only methods the shim does not own (PUT, OPTIONS, DELETE) may reach the legacy path.
+    expect(legacyAtUpstream.every((r) => !['PATCH', 'POST'].includes(r.method))).toBe(true);
+    expect(writes.length).toBeGreaterThan(20);
+  });
+});

@@ -72,9 +72,9 @@ function applyDeprecationHeaders(res: ServerResponse, route: RouteConfig): void 
   res.setHeader('link', headers.link);
 }
 
-function goneAnswer(migration: Migration) {
+function goneAnswer(migration: Migration, method: string) {
   return errorAnswer('gone', {
-    message: `This endpoint has been removed. Use ${migration.successor} instead.`,
+    message: `This endpoint has been removed. Use ${method} ${migration.successor} instead.`,
   });
 }
 
@@ -164,7 +164,7 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
   ): Promise<void> {
     if (decision.action === 'gone') {
       outcome.action = 'gone';
-      sendLocalAnswer(res, goneAnswer(migration));
+      sendLocalAnswer(res, goneAnswer(migration, req.method ?? 'GET'));
       return;
     }
     if (decision.action === 'translate') {

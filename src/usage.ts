@@ -64,6 +64,7 @@ export function createUsageLog(logger: Logger): UsageSink {
           durationMs: event.durationMs,
           stage: event.stage,
           action: event.action,
+          ...(event.validation ? { validation: event.validation } : {}),
         },
         'deprecated endpoint called',
       );

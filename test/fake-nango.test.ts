@@ -5,7 +5,7 @@ import {
   type CaptureReply,
   loadCaptures,
   sendCapture,
-  substituteKeys,
+  stripVolatile,
 } from './support/captures.js';
 import {
   DEV_KEY,
@@ -14,7 +14,7 @@ import {
   PROD_KEY,
   startFakeNango,
 } from './support/fake-nango.js';
-import { EXACT_HEADERS, exchanges, replayAndCompare, replayQuietly } from './support/replay.js';
+import { replayAndCompare, replayQuietly } from './support/replay.js';
 
 /** rate-limit.json needs 200 earlier requests in the same minute: it has its own test below. */
 const REPLAYED_FILES = CAPTURE_FILES.filter((file) => file !== 'rate-limit.json');

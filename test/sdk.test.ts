@@ -75,8 +75,13 @@ async function outcomeOf(client: SdkClient, record: SdkRecord): Promise<unknown>
 
 function expectedOf(record: SdkRecord): unknown {
   if (record.threw) {
-    const { constructor, message, status, responseData } = record.threw;
-    return { constructor, message, status, responseData: stripVolatile(responseData) };
+    const { message, status, responseData } = record.threw;
+    return {
+      constructor: record.threw.constructor,
+      message,
+      status,
+      responseData: stripVolatile(responseData),
+    };
   }
   if (record.returned?.kind === 'AxiosResponse') {
     return { status: record.returned.status, data: stripVolatile(record.returned.data) };

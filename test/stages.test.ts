@@ -1,0 +1,216 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { fingerprintKey } from '../src/api-key.js';
+import { parseConfig } from '../src/config.js';
+import { createConfigReloader } from '../src/reload.js';
+import { type CaptureReply, sendCapture } from './support/captures.js';
+import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
+import { DEFAULTS, type RunningShim, startShim } from './support/shim.js';
+
+let fake: FakeNango | undefined;
+let shim: RunningShim | undefined;
+
+afterEach(async () => {
+  await shim?.close();
+  await fake?.close();
+  shim = undefined;
+  fake = undefined;
+});
+
+const DEV_FINGERPRINT = fingerprintKey(DEV_KEY);
+const OTHER_KEY = '0b1c2d3e-4f50-4617-8283-949596979899';
+const BODY = JSON.stringify({
+  connection_id: 'conn-1',
+  provider_config_key: 'unauth',
+  metadata: { stage: true },
+});
+
+async function setUp(legacyRoutes: boolean, route: Record<string, unknown>) {
+  fake = await startFakeNango({ legacyRoutes });
+  shim = await startShim(fake.url, { routes: { 'connection-metadata': route } });
+  return { fake, shim };
+}
+
+function patchLegacy(url: string, key = DEV_KEY, body = BODY): Promise<CaptureReply> {
+  return sendCapture(url, {
+    name: 'legacy patch',
+    request: {
+      method: 'PATCH',
+      path: '/connection/metadata',
+      headers: {
+        Authorization: `Bearer ${key}`,
+        'Content-Type': 'application/json',
+        'User-Agent': 'stage-test/1',
+      },
+      body,
+    },
+  });
+}
+
+function expectDeprecationHeaders(reply: CaptureReply) {
+  // 2025-08-20T00:00:00Z and 2026-01-20, from Nango's announcement (the defaults).
+  expect(reply.headers.deprecation).toBe('@1755648000');
+  expect(reply.headers.sunset).toBe('Tue, 20 Jan 2026 00:00:00 GMT');
+  expect(reply.headers.link).toBe(
+    '<https://nango.dev/docs/reference/backend/http-api/connection/update-metadata>; rel="deprecation"; type="text/html", ' +
+      '<https://nango.dev/docs/reference/backend/http-api/connections/update-metadata>; rel="successor-version"',
+  );
+}
+
+function usageLines(running: RunningShim) {
+  return running.logs().filter((line) => line.msg === 'deprecated endpoint called');
+}
+
+describe('stage passthrough', () => {
+  it('sends the legacy call unchanged to the legacy route and still records it', async () => {
+    const { fake, shim } = await setUp(true, { stage: 'passthrough' });
+    const reply = await patchLegacy(shim.url);
+    expect(reply.status).toBe(200);
+    expectDeprecationHeaders(reply);
+    expect(fake.requests.map((r) => `${r.method} ${r.url}`)).toEqual(['PATCH /connection/metadata']);
+    expect(fake.requests[0]?.body).toBe(BODY);
+    expect(usageLines(shim)).toMatchObject([{ stage: 'passthrough', action: 'passed-through', status: 200 }]);
+  });
+});
+
+describe('stage validate', () => {
+  it('forwards the very bytes to the legacy route and reports where the translation would disagree', async () => {
+    const { fake, shim } = await setUp(true, { stage: 'validate' });
+    // A well-formed but unknown key with a bad body: Nango says 401; the translation would have said 400.
+    const reply = await patchLegacy(shim.url, OTHER_KEY, '{"metadata": {}}');
+    expect(reply.status).toBe(401);
+    expectDeprecationHeaders(reply);
+    expect(fake.requests.map((r) => r.body)).toEqual(['{"metadata": {}}']);
+    const warning = shim.logs().find((line) => line.msg === 'translation would answer differently');
+    expect(warning).toMatchObject({
+      predictedStatus: 400,
+      predictedCode: 'invalid_body',
+      actualStatus: 401,
+      agrees: false,
+    });
+  });
+
+  it('stays quiet when the translation agrees', async () => {
+    const { shim } = await setUp(true, { stage: 'validate' });
+    expect((await patchLegacy(shim.url)).status).toBe(200);
+    expect((await patchLegacy(shim.url, DEV_KEY, '{}')).status).toBe(400);
+    expect(shim.logs().some((line) => line.msg === 'translation would answer differently')).toBe(false);
+    expect(usageLines(shim).map((line) => line.validation)).toMatchObject([
+      { agrees: true },
+      { agrees: true },
+    ]);
+  });
+});
+
+describe('stage canary', () => {
+  it('translates the keys in the canary and passes the others through', async () => {
+    const { fake, shim } = await setUp(false, {
+      stage: 'canary',
+      canaryPercent: 0,
+      alwaysTranslate: [DEV_FINGERPRINT],
+    });
+    expect((await patchLegacy(shim.url, DEV_KEY)).status).toBe(200);
+    // Not in the canary: the legacy route, which this upstream no longer has.
+    const other = await patchLegacy(shim.url, OTHER_KEY);
+    expect(other.status).toBe(404);
+    expectDeprecationHeaders(other);
+    expect(fake.requests.map((r) => `${r.method} ${r.url}`)).toEqual([
+      'PATCH /connections/metadata',
+      'PATCH /connection/metadata',
+    ]);
+  });
+});
+
+describe('stage gone', () => {
+  it('answers 410 in Nango shape with the deprecation headers, without contacting the upstream', async () => {
+    const { fake, shim } = await setUp(false, { stage: 'gone' });
+    const reply = await patchLegacy(shim.url);
+    expect(reply.status).toBe(410);
+    expectDeprecationHeaders(reply);
+    expect(JSON.parse(reply.body)).toEqual({
+      error: {
+        code: 'endpoint_gone',
+        message: 'This endpoint has been removed. Use PATCH /connections/metadata instead.',
+      },
+    });
+    expect(fake.requests).toEqual([]);
+    expect(usageLines(shim)).toMatchObject([{ stage: 'gone', action: 'gone', status: 410 }]);
+  });
+
+  it('answers 410 during a brownout window even in the translate stage', async () => {
+    const { fake, shim } = await setUp(false, {
+      stage: 'translate',
+      brownouts: [{ start: new Date(Date.now() - 60_000).toISOString(), durationMinutes: 5 }],
+    });
+    expect((await patchLegacy(shim.url)).status).toBe(410);
+    expect(fake.requests).toEqual([]);
+  });
+});
+
+describe('live reload', () => {
+  it('loses no request while the stage flips back and forth under steady traffic', async () => {
+    const { shim } = await setUp(true, { stage: 'translate' });
+    const stages = ['passthrough', 'validate', 'canary', 'translate'];
+    let flips = 0;
+    const reloader = setInterval(() => {
+      const stage = stages[flips % stages.length];
+      flips += 1;
+      shim.configs.current = parseConfig(
+        [DEFAULTS, { routes: { 'connection-metadata': { stage, canaryPercent: 50 } } }],
+        {
+          SHIM_UPSTREAM_URL: fake?.url,
+        },
+      );
+    }, 20);
+    const statuses: number[] = [];
+    const deadline = Date.now() + 1500;
+    const worker = async () => {
+      while (Date.now() < deadline) statuses.push((await patchLegacy(shim.url)).status);
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    clearInterval(reloader);
+    expect(flips).toBeGreaterThan(20);
+    expect(statuses.length).toBeGreaterThan(50);
+    expect(statuses.filter((status) => status !== 200)).toEqual([]);
+  });
+
+  it('refuses a bad configuration whole, names every error and keeps the old one', async () => {
+    const { shim } = await setUp(false, { stage: 'translate' });
+    const before = shim.configs.current;
+    const reloader = createConfigReloader({
+      configs: shim.configs,
+      logger: (await import('../src/logger.js')).createLogger('info', {
+        write: (line: string) => {
+          lines.push(JSON.parse(line));
+        },
+      } as never),
+      load: () =>
+        parseConfig([
+          DEFAULTS,
+          { routes: { 'connection-metadata': { stage: 'sideways', sunset: '2020-01-01T00:00:00Z' } } },
+        ]),
+    });
+    const lines: Array<Record<string, unknown>> = [];
+    expect(reloader.reload('test')).toBe(false);
+    expect(shim.configs.current).toBe(before);
+    const refusal = lines.find((line) => line.msg === 'config reload refused');
+    expect(refusal?.problems).toEqual([expect.stringMatching(/^routes\.connection-metadata\.stage/)]);
+    expect((await patchLegacy(shim.url)).status).toBe(200);
+  });
+
+  it('announces the new version when a good configuration is swapped in', async () => {
+    const { shim } = await setUp(false, { stage: 'translate' });
+    const lines: Array<Record<string, unknown>> = [];
+    const { createLogger } = await import('../src/logger.js');
+    const next = parseConfig([DEFAULTS, { routes: { 'connection-metadata': { stage: 'gone' } } }], {
+      SHIM_UPSTREAM_URL: fake?.url,
+    });
+    const reloader = createConfigReloader({
+      configs: shim.configs,
+      logger: createLogger('info', { write: (line: string) => lines.push(JSON.parse(line)) } as never),
+      load: () => next,
+    });
+    expect(reloader.reload('test')).toBe(true);
+    expect(lines.find((line) => line.msg === 'config active')).toMatchObject({ version: next.version });
+    expect((await patchLegacy(shim.url)).status).toBe(410);
+  });
+});

@@ -16,7 +16,8 @@ export const REDACTED_PATHS = [
 
 /** JSON lines on stdout, written asynchronously (flushed at exit), or on a stream a test hands in. */
 export function createLogger(level: LogLevel, destination?: DestinationStream): Logger {
-  const stream = destination ?? pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  // Asynchronous but unbuffered: lines leave promptly (operators tail them) without blocking requests.
+  const stream = destination ?? pino.destination({ dest: 1, sync: false });
   return pino(
     {
       level,

@@ -40,7 +40,7 @@ function start(): void {
       logger.level = next.config.log.level;
     },
   });
-  logger.info({ version: active.version }, 'config active');
+  logger.info({ reason: 'start', version: active.version }, 'config active');
   process.on('SIGHUP', () => reloader.reload('SIGHUP'));
   const stopWatching = process.env.SHIM_CONFIG ? reloader.watchFile(process.env.SHIM_CONFIG) : () => {};
 

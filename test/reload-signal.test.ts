@@ -1,0 +1,105 @@
+import { mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type CaptureReply, sendCapture } from './support/captures.js';
+import { type ChildShim, startChildShim, writeConfigFile } from './support/child-shim.js';
+import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
+
+let fake: FakeNango | undefined;
+let shim: ChildShim | undefined;
+
+afterEach(async () => {
+  await shim?.stop();
+  await fake?.close();
+  shim = undefined;
+  fake = undefined;
+});
+
+function patchLegacy(url: string): Promise<CaptureReply> {
+  return sendCapture(url, {
+    name: 'legacy patch',
+    request: {
+      method: 'PATCH',
+      path: '/connection/metadata',
+      headers: { Authorization: `Bearer ${DEV_KEY}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ connection_id: 'conn-1', provider_config_key: 'unauth', metadata: { hup: 1 } }),
+    },
+  });
+}
+
+describe('the cutover is a config change', () => {
+  it('moves from gone to translate on SIGHUP with no restart and no failed request', async () => {
+    fake = await startFakeNango({ legacyRoutes: false });
+    const file = writeConfigFile({ routes: { 'connection-metadata': { stage: 'gone' } } });
+    // SHIM_CONFIG is a link in a folder of its own: editing the target does not wake the file watcher,
+    // so only SIGHUP can make this reload.
+    const link = join(mkdtempSync(join(tmpdir(), 'nango-shim-link-')), 'shim.json');
+    symlinkSync(file, link);
+    shim = await startChildShim({ SHIM_CONFIG: link, SHIM_UPSTREAM_URL: fake.url });
+    const pid = shim.child.pid;
+
+    const gone = await patchLegacy(shim.url);
+    expect(gone.status).toBe(410);
+    expect(gone.headers.deprecation).toBe('@1755648000');
+    expect(fake.requests).toEqual([]);
+
+    const statuses: number[] = [];
+    let done = false;
+    const traffic = (async () => {
+      while (!done) statuses.push((await patchLegacy((shim as ChildShim).url)).status);
+    })();
+    writeFileSync(file, JSON.stringify({ routes: { 'connection-metadata': { stage: 'translate' } } }));
+    shim.child.kill('SIGHUP');
+    const deadline = Date.now() + 5_000;
+    while (!statuses.includes(200) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 100));
+    done = true;
+    await traffic;
+
+    expect(statuses.filter((status) => status !== 410 && status !== 200)).toEqual([]);
+    const firstServed = statuses.indexOf(200);
+    expect(firstServed).toBeGreaterThanOrEqual(0);
+    expect(statuses.slice(firstServed).every((status) => status === 200)).toBe(true);
+    expect(fake.requests.some((r) => r.method === 'PATCH' && r.url === '/connections/metadata')).toBe(true);
+    expect(shim.child.pid).toBe(pid);
+    expect(shim.child.exitCode).toBeNull();
+    const activations = shim.lines.filter((line) => line.msg === 'config active');
+    expect(activations.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(activations.map((line) => line.version)).size).toBe(2);
+    expect(activations.at(-1)?.reason).toBe('SIGHUP');
+  });
+
+  it('reloads when the config file changes, without a signal', async () => {
+    fake = await startFakeNango({ legacyRoutes: false });
+    const file = writeConfigFile({ routes: { 'connection-metadata': { stage: 'gone' } } });
+    shim = await startChildShim({ SHIM_CONFIG: file, SHIM_UPSTREAM_URL: fake.url });
+    expect((await patchLegacy(shim.url)).status).toBe(410);
+    writeFileSync(file, JSON.stringify({ routes: { 'connection-metadata': { stage: 'translate' } } }));
+    const deadline = Date.now() + 5_000;
+    let status = 410;
+    while (status === 410 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      status = (await patchLegacy(shim.url)).status;
+    }
+    expect(status).toBe(200);
+    expect(shim.lines.filter((line) => line.msg === 'config active').at(-1)?.reason).toBe('file changed');
+  });
+
+  it('keeps serving under the old config when the new file is invalid', async () => {
+    fake = await startFakeNango({ legacyRoutes: false });
+    const file = writeConfigFile({ routes: { 'connection-metadata': { stage: 'gone' } } });
+    shim = await startChildShim({ SHIM_CONFIG: file, SHIM_UPSTREAM_URL: fake.url });
+    writeFileSync(file, '{"routes": {"connection-metadata": {"stage": "translate", "canaryPercent": 400}}, "oops": 1}');
+    shim.child.kill('SIGHUP');
+    const deadline = Date.now() + 5_000;
+    while (!shim.lines.some((line) => line.msg === 'config reload refused') && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const refusal = shim.lines.find((line) => line.msg === 'config reload refused');
+    expect(refusal?.problems).toEqual(
+      expect.arrayContaining([expect.stringMatching(/canaryPercent/), 'oops: unknown key']),
+    );
+    expect((await patchLegacy(shim.url)).status).toBe(410);
+  });
+});

@@ -65,6 +65,23 @@ function pathOf(url: string): string {
   return mark === -1 ? url : url.slice(0, mark);
 }
 
+/**
+ * RFC 9112 §3.2.2: a server must accept the absolute form (`GET http://host/path`) and use its path. The
+ * host in it is ignored (the shim only ever connects to the configured upstream), and the path is matched
+ * like any other, so the absolute form cannot slip a legacy call past its migration. Undefined for a
+ * target that is neither form (e.g. `*`).
+ */
+export function originForm(target: string): string | undefined {
+  if (target.charCodeAt(0) === 47) return target;
+  if (!/^https?:\/\//i.test(target)) return undefined;
+  try {
+    const url = new URL(target);
+    return url.pathname + url.search;
+  } catch {
+    return undefined;
+  }
+}
+
 function applyDeprecationHeaders(res: ServerResponse, route: RouteConfig): void {
   const headers = deprecationHeaders(route);
   res.setHeader('deprecation', headers.deprecation);
@@ -226,6 +243,18 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
   }
 
   function dispatch(req: IncomingMessage, res: ServerResponse): void {
+    const target = req.url ?? '/';
+    if (target.charCodeAt(0) !== 47) {
+      const path = originForm(target);
+      if (path === undefined) {
+        sendLocalAnswer(
+          res,
+          errorAnswer('invalidRequestTarget', { message: 'The request target must be a path.' }),
+        );
+        return;
+      }
+      req.url = path;
+    }
     const found = matchMigration(migrations, req.method ?? 'GET', pathOf(req.url ?? '/'));
     if (found) {
       handleOwned(req, res, found.migration, found.params);

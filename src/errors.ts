@@ -4,6 +4,8 @@
  * Nothing else in src/ invents a status code or an error code.
  */
 
+import { randomUUID } from 'node:crypto';
+
 export interface ValidationIssue {
   code: string;
   message: string;
@@ -16,6 +18,8 @@ export interface ErrorBody {
     message?: string;
     errors?: ValidationIssue[];
     payload?: unknown;
+    method?: string;
+    path?: string;
   };
 }
 
@@ -39,7 +43,10 @@ const CATALOGUE = {
   upstreamTimeout: { status: 504, code: 'upstream_timeout' },
   unauthorized: { status: 401, code: 'unauthorized' },
   notFound: { status: 404, code: 'not_found' },
+  rateLimitUnavailable: { status: 503, code: 'rate_limit_unavailable' },
+  ledgerUnavailable: { status: 503, code: 'ledger_unavailable' },
   internal: { status: 500, code: 'shim_internal_error' },
+  invalidRequestTarget: { status: 400, code: 'invalid_request_target' },
 } as const;
 
 export type ErrorName = keyof typeof CATALOGUE;
@@ -77,4 +84,36 @@ export function authErrorAnswer(name: 'missingAuthHeader' | 'invalidSecretKeyFor
       : 'Authentication failed. The provided secret key is not a UUID v4.';
   const { status, code } = CATALOGUE[name];
   return { status, body: { error: { message, code, payload: {} } as ErrorBody['error'] } };
+}
+
+/**
+ * Nango's own 429 names the request, not the limit: `{"error":{"code":"too_many_request","method":…,"path":…}}`
+ * (rate-limit.json). The shim keeps those fields and adds a message saying the limit is the shim's.
+ */
+export function tooManyRequestsAnswer(method: string, path: string, message: string): LocalAnswer {
+  const { status, code } = CATALOGUE.tooManyRequests;
+  return { status, body: { error: { code, message, method, path } } };
+}
+
+/**
+ * Nango's generic error handler for an exception it did not expect: 500 with a fresh id each time, in
+ * NangoError's key order (path-style.json "PATCH path-style missing provider_config_key").
+ */
+export function genericErrorAnswer(id: string = randomUUID()): LocalAnswer {
+  const error = {
+    message: `An error occurred. Please contact support with this unique id: "${id}"`,
+    code: 'generic_error_support',
+    payload: id,
+  };
+  return { status: 500, body: { error: error as ErrorBody['error'] } };
+}
+
+/**
+ * The legacy route's own 404, a NangoError built from the ids it looked up (path-style.json "PATCH
+ * path-style unknown connection"): NangoError appends its payload, pretty-printed, to the message.
+ */
+export function legacyUnknownConnection(connectionId: string, providerConfigKey: unknown): ErrorBody {
+  const payload = { connectionId, providerConfigKey };
+  const message = `No connection matching the provided params of 'connection_id' and 'provider_config_key'. Please make sure these values exist in the Nango dashboard ${JSON.stringify(payload, null, 2)}`;
+  return { error: { message, code: 'unknown_connection', payload } };
 }

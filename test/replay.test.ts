@@ -37,16 +37,17 @@ const SHIM_HEADERS = { exactHeaders: ['content-type'], presentHeaders: [] };
 async function replayThroughShim(file: (typeof ORDER)[number], skip?: (entry: CaptureEntry) => boolean) {
   fake = await startFakeNango({ legacyRoutes: false, seed: false });
   shim = await startShim(fake.url);
-  // The database state each file was captured on: every earlier file, sent straight to the fake.
-  for (const earlier of ORDER.slice(0, ORDER.indexOf(file))) await replayQuietly(fake.url, earlier);
+  // The database state each file was captured on: every earlier file, through the shim as well (the fake
+  // has no legacy routes, so only the shim can apply their legacy writes).
+  for (const earlier of ORDER.slice(0, ORDER.indexOf(file))) await replayQuietly(shim.url, earlier);
   return replayAndCompare(shim.url, file, { ...SHIM_HEADERS, ...(skip ? { skip } : {}) });
 }
 
 describe('legacy captures replayed through the shim against a Nango without the legacy routes', () => {
-  for (const file of ['metadata-patch.json', 'metadata-post.json', 'sdk-0.66.2.json'] as const) {
+  for (const file of ORDER.filter((name) => name !== 'setup.json')) {
     it(`answers ${file} as Nango 0.71.4 did`, async () => {
       const { sent, mismatches } = await replayThroughShim(file);
-      expect(sent).toBeGreaterThan(10);
+      expect(sent).toBeGreaterThanOrEqual(10);
       expect(mismatches).toEqual([]);
     });
   }

@@ -95,8 +95,10 @@ async function runRecordedCalls(
 ) {
   fake = await startFakeNango({ legacyRoutes: false, seed: false });
   const earlier = file === 'sdk-0.67.0.json' ? [...EARLIER, 'sdk-0.66.2.json'] : EARLIER;
-  for (const capture of earlier) await replayQuietly(fake.url, capture);
   shim = await startShim(fake.url);
+  // The earlier files' legacy writes can only be applied through the shim: the fake has no legacy routes.
+  for (const capture of earlier) await replayQuietly(shim.url, capture);
+  const before = fake.requests.length;
   const mismatches: Array<{ call: string; expected: unknown; actual: unknown }> = [];
   for (const entry of loadCaptures(file)) {
     const record = entry.sdk as SdkRecord;
@@ -106,17 +108,21 @@ async function runRecordedCalls(
     if (JSON.stringify(actual) !== JSON.stringify(expected))
       mismatches.push({ call: entry.name, expected, actual });
   }
-  return mismatches;
+  return { mismatches, upstreamRequests: fake.requests.slice(before) };
 }
 
 describe('@nangohq/node through the shim', () => {
   it('0.66.2 (legacy paths) gets every recorded result: set, update, get, list, errors', async () => {
-    expect(await runRecordedCalls('sdk-0.66.2.json', LegacyNango)).toEqual([]);
-    const legacyWrites = (fake as FakeNango).requests.filter((r) => r.url.startsWith('/connection/'));
-    expect(legacyWrites).toEqual([]);
+    const { mismatches, upstreamRequests } = await runRecordedCalls('sdk-0.66.2.json', LegacyNango);
+    expect(mismatches).toEqual([]);
+    // Every call was translated: the upstream, which has no legacy routes, only saw /connections paths.
+    expect(upstreamRequests.length).toBeGreaterThanOrEqual(18);
+    expect(upstreamRequests.filter((r) => !r.url.startsWith('/connections'))).toEqual([]);
   });
 
   it('0.67.0 (new paths) passes straight through with the recorded results', async () => {
-    expect(await runRecordedCalls('sdk-0.67.0.json', CurrentNango)).toEqual([]);
+    const { mismatches, upstreamRequests } = await runRecordedCalls('sdk-0.67.0.json', CurrentNango);
+    expect(mismatches).toEqual([]);
+    expect(upstreamRequests.length).toBeGreaterThanOrEqual(18);
   });
 });

@@ -3,7 +3,13 @@ import { syntacticAuthFailure } from '../api-key.js';
 import { authErrorAnswer, errorAnswer, type ValidationIssue } from '../errors.js';
 import { type JsonBody, parseJsonBody } from '../json-body.js';
 import type { OperationValidators } from '../openapi.js';
-import { type LegacyRequest, type Migration, type RequestUpResult, routePattern } from './migration.js';
+import {
+  type LegacyRequest,
+  type Migration,
+  type RequestUpResult,
+  renameRateLimitPath,
+  routePattern,
+} from './migration.js';
 
 export const SUCCESSOR_PATH = '/connections/metadata';
 
@@ -11,6 +17,8 @@ export interface MetadataContext {
   /** The body as sent to the successor; the legacy answer echoes exactly this. */
   serialised: string;
   successStatus: number;
+  /** The path as received, for the 429 body. */
+  legacyPath: string;
 }
 
 /** Nango's jsonContentTypeMiddleware: a Content-Type, when present, must start with application/json. */
@@ -116,12 +124,18 @@ export function createConnectionMetadataMigration(validators: {
         kind: 'forward',
         // The successor takes no query string at all (requireEmptyQuery): none is added.
         request: { method: request.method, path: SUCCESSOR_PATH, body: serialised as string },
-        context: { serialised: serialised as string, successStatus: request.method === 'POST' ? 201 : 200 },
+        context: {
+          serialised: serialised as string,
+          successStatus: request.method === 'POST' ? 201 : 200,
+          legacyPath: request.path,
+        },
       };
     },
 
     responseDown(response, context) {
-      if (response.status < 200 || response.status > 299) return { status: response.status };
+      if (response.status < 200 || response.status > 299) {
+        return renameRateLimitPath(response, context.legacyPath) ?? { status: response.status };
+      }
       // The legacy contract is the echo of the request (nango-api.md §2). Nango's successor answers the same
       // bytes; should an upstream ever answer otherwise, the legacy body is rebuilt from the request.
       const echoed = response.body.toString('utf8') === context.serialised;

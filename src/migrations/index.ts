@@ -1,5 +1,9 @@
 import type { OperationValidators } from '../openapi.js';
+import { createConnectionDeleteMigration } from './connection-delete.js';
+import { createConnectionGetMigration } from './connection-get.js';
+import { createConnectionListMigration } from './connection-list.js';
 import { createConnectionMetadataMigration } from './connection-metadata.js';
+import { createConnectionPathMetadataMigration } from './connection-path-metadata.js';
 import type { Migration } from './migration.js';
 
 export interface MigrationDependencies {
@@ -15,6 +19,12 @@ function operation(operations: Map<string, OperationValidators>, key: string): O
 /**
  * The route table: every deprecated operation the shim owns, in one place. Adding the next deprecated
  * endpoint is one entry here and its test; the proxy does not change.
+ *
+ * The first entry that owns the method and matches the path wins, as in Nango's router. No two entries
+ * overlap today: `/connection/metadata` is the body-style route for PATCH/POST only, while GET and DELETE
+ * on it are the single-connection routes with the id "metadata" (connection-get.json, metadata-patch.json
+ * "DELETE method (not routed for metadata)"); the path-style route has one more segment. PUT and
+ * `POST /connection` (create) are not owned and pass through.
  */
 export function createMigrations({ operations }: MigrationDependencies): Migration[] {
   return [
@@ -22,6 +32,10 @@ export function createMigrations({ operations }: MigrationDependencies): Migrati
       patch: operation(operations, 'PATCH /connection/metadata'),
       post: operation(operations, 'POST /connection/metadata'),
     }) as Migration,
+    createConnectionPathMetadataMigration() as Migration,
+    createConnectionGetMigration() as Migration,
+    createConnectionDeleteMigration() as Migration,
+    createConnectionListMigration() as Migration,
   ];
 }
 

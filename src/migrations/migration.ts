@@ -68,3 +68,29 @@ export function routePattern(source: string): RegExp {
   // "trailing slash path", "upper-case path").
   return new RegExp(`^${source}/?$`, 'i');
 }
+
+/** The `error` object of a Nango error body, if the bytes are one. */
+export function errorOf(body: Buffer): Record<string, unknown> | undefined {
+  try {
+    const parsed: unknown = JSON.parse(body.toString('utf8'));
+    if (typeof parsed !== 'object' || parsed === null) return undefined;
+    const error = (parsed as { error?: unknown }).error;
+    return typeof error === 'object' && error !== null ? (error as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * rate-limit.json: Nango's 429 body names the method and path that was called. A translated call was made on
+ * the successor's path; the legacy client is told its own.
+ */
+export function renameRateLimitPath(
+  response: { status: number; body: Buffer },
+  legacyPath: string,
+): LegacyAnswer | undefined {
+  if (response.status !== 429) return undefined;
+  const error = errorOf(response.body);
+  if (error?.code !== 'too_many_request' || error.path === legacyPath) return undefined;
+  return { status: 429, body: Buffer.from(JSON.stringify({ error: { ...error, path: legacyPath } })) };
+}

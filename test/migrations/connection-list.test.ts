@@ -1,0 +1,118 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { createConnectionListMigration, rewriteListQuery } from '../../src/migrations/connection-list.js';
+import { matchMigration } from '../../src/migrations/index.js';
+import type { LegacyRequest, Migration } from '../../src/migrations/migration.js';
+
+interface Capture {
+  name: string;
+  request?: { method: string; path: string };
+  response?: { status: number; body: string };
+}
+
+const migration = createConnectionListMigration();
+
+function captures(file: string): Capture[] {
+  return JSON.parse(
+    readFileSync(new URL(`../../../shared/fixtures/nango-captures/${file}`, import.meta.url), 'utf8'),
+  ) as Capture[];
+}
+
+function successorRequest(method: string, url: string) {
+  const [path = url, query = ''] = url.split(/\?(.*)/s);
+  const match = matchMigration([migration as Migration], method, path);
+  if (!match) throw new Error(`the migration does not own ${method} ${path}`);
+  const request: LegacyRequest = { method, path, query, params: match.params, headers: {}, body: null };
+  const up = migration.requestUp(request);
+  if (up.kind !== 'forward') throw new Error('the list migration always forwards');
+  return up.request;
+}
+
+/** Fields that change on every read (capture-meta.json "volatile_body_fields"). */
+function stable(body: string): unknown {
+  return JSON.parse(body, (key, value) => (key === 'created' ? '<volatile>' : value));
+}
+
+describe('connection-list', () => {
+  it.each([
+    ['GET /connection (legacy list)', 'GET /connections (new list)'],
+    [
+      'GET /connection?connectionId=conn-1 (legacy list filter)',
+      'GET /connections?connectionId=conn-1 (new list filter)',
+    ],
+  ])('sends "%s" to "%s", which answered the same', (legacyName, twinName) => {
+    const all = captures('connection-get.json');
+    const legacy = all.find((entry) => entry.name === legacyName);
+    const twin = all.find((entry) => entry.name === twinName);
+    if (!legacy?.request || !legacy.response || !twin?.request || !twin.response)
+      throw new Error('missing capture');
+    expect(successorRequest('GET', legacy.request.path)).toEqual({
+      method: 'GET',
+      path: twin.request.path,
+      body: null,
+    });
+    expect(twin.response.status).toBe(legacy.response.status);
+    expect(stable(twin.response.body)).toEqual(stable(legacy.response.body));
+  });
+
+  it('sends @nangohq/node 0.66.2 listConnections where 0.67.0 sends it', () => {
+    const legacy = captures('sdk-0.66.2.json').find((entry) => entry.name === "listConnections('sdk-1')");
+    const modern = captures('sdk-0.67.0.json').find((entry) => entry.name === "listConnections('sdk67-1')");
+    if (!legacy?.request || !modern?.request) throw new Error('missing capture');
+    expect(successorRequest('GET', legacy.request.path).path).toBe(
+      modern.request.path.replace('sdk67-1', 'sdk-1'),
+    );
+  });
+
+  it('renames the deprecated end-user filters to tags, keeping values and order byte for byte', () => {
+    expect(
+      successorRequest(
+        'GET',
+        '/connection?endUserId=u%40x.com&search=a+b&endUserOrganizationId=org%2F1&connectionId=c',
+      ).path,
+    ).toBe(
+      '/connections?tags[end_user_id]=u%40x.com&search=a+b&tags[organization_id]=org%2F1&connectionId=c',
+    );
+  });
+
+  it('compares keys decoded, as Nango reads them', () => {
+    expect(rewriteListQuery('end%55serId=1')).toBe('tags[end_user_id]=1');
+    expect(rewriteListQuery('endUserId')).toBe('tags[end_user_id]');
+    expect(rewriteListQuery('endUserId=')).toBe('tags[end_user_id]=');
+    expect(rewriteListQuery('endUserId=a&endUserId=b')).toBe('tags[end_user_id]=a&tags[end_user_id]=b');
+  });
+
+  it('leaves every other parameter alone', () => {
+    for (const query of [
+      '',
+      'xendUserId=1',
+      'enduserid=1',
+      'constructor=1&__proto__=2',
+      'a=1&&b=%ZZ',
+      'endUserId%3D=1',
+    ]) {
+      expect(rewriteListQuery(query)).toBe(query);
+    }
+  });
+
+  it('migrates HEAD as HEAD and drops the trailing slash and case', () => {
+    expect(successorRequest('HEAD', '/Connection/?search=x')).toEqual({
+      method: 'HEAD',
+      path: '/connections?search=x',
+      body: null,
+    });
+  });
+
+  it('streams the answer back untouched', () => {
+    expect(migration.responseDown).toBeUndefined();
+  });
+
+  it('owns only GET and HEAD on /connection itself', () => {
+    const owns = (method: string, path: string) => matchMigration([migration as Migration], method, path);
+    expect(owns('GET', '/connection')).toBeDefined();
+    expect(owns('POST', '/connection')).toBeUndefined();
+    expect(owns('GET', '/connections')).toBeUndefined();
+    expect(owns('GET', '/connection/conn-1')).toBeUndefined();
+    expect(owns('GET', '/connection//')).toBeUndefined();
+  });
+});

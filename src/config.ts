@@ -212,7 +212,7 @@ const CONFIG_SCHEMA = {
       properties: { level: { enum: LOG_LEVELS }, passthrough: { type: 'boolean' } },
     },
     dataDir: { type: 'string', minLength: 1 },
-    redisUrl: { type: ['string', 'null'], pattern: '^rediss?://' },
+    redisUrl: { type: ['string', 'null'], pattern: '^(rediss?|unix|redis\\+unix)://' },
     routes: {
       type: 'object',
       additionalProperties: false,

@@ -1,8 +1,16 @@
+import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createAdminApp } from './admin.js';
 import { createApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
+import { createLedger, type LedgerStore } from './ledger.js';
+import { createFileLedgerStore } from './ledger-file-store.js';
+import { createRedisLedgerStore } from './ledger-redis-store.js';
 import { createLogger } from './logger.js';
+import { createMetrics } from './metrics.js';
 import { readOpenApiDocument } from './openapi.js';
+import { createRateLimiter } from './rate-limit.js';
+import { createRedisConnection } from './redis.js';
 import { createConfigReloader } from './reload.js';
 import { createShimServer } from './server.js';
 import { createUsageLog } from './usage.js';
@@ -25,13 +33,34 @@ function start(): void {
   const { config } = active;
   const logger = createLogger(config.log.level);
   const configs = { current: active };
+  // With a Redis URL the ledger and the rate-limit budgets are shared by every instance on it.
+  const redis = config.redisUrl ? createRedisConnection({ url: config.redisUrl, logger }) : undefined;
+  const metrics = createMetrics({ configs });
+  let store: LedgerStore;
+  try {
+    store = redis
+      ? createRedisLedgerStore(redis)
+      : createFileLedgerStore({ dataDir: config.dataDir, logger });
+  } catch (error) {
+    logger.fatal({ dataDir: config.dataDir, reason: (error as Error).message }, 'ledger cannot be opened');
+    logger.flush();
+    setImmediate(() => process.exit(1));
+    return;
+  }
+  const ledger = createLedger({ store, configs, logger, onDropped: metrics.countLedgerDropped });
+  const limiter = createRateLimiter({ configs, logger, redis });
   const app = createApp({
     configs,
     logger,
     openapi: readOpenApiDocument(OPENAPI_FILE),
-    usage: [createUsageLog(logger)],
+    usage: [createUsageLog(logger), metrics.usage, ledger],
+    observer: metrics.observer,
+    limiter,
   });
   const shim = createShimServer(app, config, logger);
+  const admin = http.createServer(
+    createAdminApp({ configs, logger, metrics, ledger, isDraining: () => shim.draining }),
+  );
   const reloader = createConfigReloader({
     configs,
     load: () => loadConfig(process.env),
@@ -56,6 +85,21 @@ function start(): void {
       'shim listening',
     );
   });
+  admin.on('error', (error: NodeJS.ErrnoException) => {
+    logger.fatal(
+      { host: config.admin.host, port: config.admin.port, code: error.code },
+      'admin listener failed',
+    );
+    logger.flush();
+    setImmediate(() => process.exit(1));
+  });
+  admin.listen(config.admin.port, config.admin.host, () => {
+    const address = admin.address() as AddressInfo;
+    logger.info(
+      { host: address.address, port: address.port, tokenRequired: config.admin.token !== null },
+      'admin listening',
+    );
+  });
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -65,6 +109,12 @@ function start(): void {
     stopWatching();
     const clean = await shim.drain(config.server.shutdownGraceMs);
     app.close();
+    // After the drain every answered call is in the ledger: write it out before anything closes.
+    await ledger.close();
+    limiter.close();
+    await redis?.close();
+    admin.closeAllConnections();
+    admin.close();
     logger.info({ clean }, clean ? 'shutdown complete' : 'shutdown forced after grace period');
     logger.flush();
     // Exit code 0 when every in-flight request finished within the grace period, 1 when some were cut.

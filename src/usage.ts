@@ -71,3 +71,26 @@ export function createUsageLog(logger: Logger): UsageSink {
     },
   };
 }
+
+const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+export type StatusClass = (typeof STATUS_CLASSES)[number];
+
+/** `2xx` for 204 and so on; a constant string, so counting by class allocates nothing. */
+export function statusClass(status: number): StatusClass {
+  return STATUS_CLASSES[Math.floor(status / 100)] ?? '0xx';
+}
+
+/** Who a deprecated call counts for when the upstream refused its key: never the key's own fingerprint. */
+export const UNAUTHENTICATED = 'unauthenticated';
+/** Who a call without any API key counts for. */
+export const ANONYMOUS = 'anonymous';
+
+/**
+ * The consumer a call is counted for: its key's fingerprint, except that a call refused with 401/403 counts
+ * as `unauthenticated` and a keyless one as `anonymous`. Random or mistyped keys are refused, so they
+ * cannot add consumers to the metrics or the ledger.
+ */
+export function consumerOf(event: Pick<UsageEvent, 'fingerprint' | 'status'>): string {
+  if (event.status === 401 || event.status === 403) return UNAUTHENTICATED;
+  return event.fingerprint ?? ANONYMOUS;
+}

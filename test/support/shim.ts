@@ -1,7 +1,14 @@
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
-import { type App, createApp } from '../../src/app.js';
+import type { Logger } from 'pino';
+import {
+  type App,
+  type ConfigHolder,
+  createApp,
+  type RequestLimiter,
+  type TrafficObserver,
+} from '../../src/app.js';
 import { parseConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { readOpenApiDocument } from '../../src/openapi.js';
@@ -15,11 +22,20 @@ export const OPENAPI = readOpenApiDocument(
   new URL('../../config/openapi/connection-metadata.json', import.meta.url),
 );
 
+/** What a test adds to the shim, built from the shim's own configuration holder and logger. */
+export interface ShimHooks {
+  usage?: UsageSink[];
+  observer?: TrafficObserver;
+  limiter?: RequestLimiter;
+}
+export type ShimExtension = (context: { configs: ConfigHolder; logger: Logger }) => ShimHooks;
+
 export interface RunningShim {
   url: string;
   app: App;
   shim: ShimServer;
   configs: { current: ReturnType<typeof parseConfig> };
+  logger: Logger;
   /** Every log line the shim wrote, parsed. */
   logs(): Array<Record<string, unknown>>;
   /** Everything the shim wrote to its log, as text. */
@@ -32,6 +48,7 @@ export async function startShim(
   upstreamUrl: string,
   overrides: Record<string, unknown> = {},
   extraSinks: UsageSink[] = [],
+  extend: ShimExtension = () => ({}),
 ): Promise<RunningShim> {
   const configs = {
     current: parseConfig([DEFAULTS, { log: { level: 'debug' } }, overrides], {
@@ -44,11 +61,14 @@ export async function startShim(
     text += chunk.toString('utf8');
   });
   const logger = createLogger(configs.current.config.log.level, stream);
+  const hooks = extend({ configs, logger });
   const app = createApp({
     configs,
     logger,
     openapi: OPENAPI,
-    usage: [createUsageLog(logger), ...extraSinks],
+    usage: [createUsageLog(logger), ...extraSinks, ...(hooks.usage ?? [])],
+    observer: hooks.observer,
+    limiter: hooks.limiter,
   });
   const shim = createShimServer(app, configs.current.config, logger);
   await new Promise<void>((resolve) => shim.server.listen(0, '127.0.0.1', resolve));
@@ -58,6 +78,7 @@ export async function startShim(
     app,
     shim,
     configs,
+    logger,
     logText: () => text,
     logs: () =>
       text

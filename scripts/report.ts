@@ -1,0 +1,90 @@
+/**
+ * Who still calls the deprecated routes: `npm run report` prints the usage ledger as a table, `-- --json`
+ * as JSON for scripts. It reads the ledger where the shim keeps it under the same configuration (SHIM_CONFIG,
+ * SHIM_DATA_DIR, SHIM_REDIS_URL): the file in the data folder, or Redis.
+ */
+import { type Config, ConfigError, loadConfig } from '../src/config.js';
+import { type DeprecationReport, type LedgerEntry, summarizeLedger } from '../src/ledger.js';
+import { readLedgerFile } from '../src/ledger-file-store.js';
+import { createRedisLedgerStore } from '../src/ledger-redis-store.js';
+import { createLogger } from '../src/logger.js';
+import { createRedisConnection } from '../src/redis.js';
+
+const REDIS_CONNECT_TIMEOUT_MS = 5_000;
+const CLIENT_WIDTH = 48;
+
+async function readEntries(config: Config): Promise<LedgerEntry[]> {
+  if (config.redisUrl === null) return readLedgerFile(config.dataDir);
+  const logger = createLogger('error', process.stderr);
+  const redis = createRedisConnection({ url: config.redisUrl, logger, reconnect: false });
+  try {
+    await redis.whenReady(REDIS_CONNECT_TIMEOUT_MS);
+    return await createRedisLedgerStore(redis).read();
+  } finally {
+    await redis.close();
+  }
+}
+
+function formatTable(report: DeprecationReport): string {
+  const rows = [['ROUTE', 'CONSUMER', 'CALLS', 'LAST SEEN', 'CLIENT']];
+  for (const route of report.routes) {
+    for (const usage of route.consumers) {
+      const client = usage.last_user_agent ?? '-';
+      rows.push([
+        route.route,
+        usage.name === null ? usage.consumer : `${usage.name} (${usage.consumer})`,
+        String(usage.total_calls),
+        usage.last_seen,
+        client.length > CLIENT_WIDTH ? `${client.slice(0, CLIENT_WIDTH - 1)}…` : client,
+      ]);
+    }
+  }
+  const widths = (rows[0] ?? []).map((_, column) =>
+    Math.max(...rows.map((row) => (row[column] ?? '').length)),
+  );
+  const lines = rows.map((row) =>
+    row
+      .map((cell, column) => cell.padEnd(widths[column] ?? 0))
+      .join('  ')
+      .trimEnd(),
+  );
+  if (rows.length === 1) lines.push('(no deprecated calls recorded)');
+  const quiet = report.routes.filter((route) => route.safe_to_sunset).map((route) => route.route);
+  const busy = report.routes.filter((route) => !route.safe_to_sunset).map((route) => route.route);
+  lines.push('');
+  lines.push(
+    `safe to sunset (no authenticated call in ${report.quiet_period_days} days): ${quiet.join(', ') || '-'}`,
+  );
+  lines.push(`still called: ${busy.join(', ') || '-'}`);
+  return `${lines.join('\n')}\n`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  let config: Config;
+  try {
+    config = loadConfig(process.env).config;
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`invalid configuration: ${error.problems.join('; ')}\n`);
+    return 1;
+  }
+  let entries: LedgerEntry[];
+  try {
+    entries = await readEntries(config);
+  } catch (error) {
+    const where = config.redisUrl === null ? `the ledger file in ${config.dataDir}` : 'the ledger in Redis';
+    process.stderr.write(`cannot read ${where}: ${(error as Error).message}\n`);
+    return 1;
+  }
+  const report = summarizeLedger(entries, {
+    now: Date.now(),
+    quietPeriodDays: config.ledger.quietPeriodDays,
+    consumers: config.consumers,
+  });
+  process.stdout.write(
+    argv.includes('--json') ? `${JSON.stringify(report, null, 2)}\n` : formatTable(report),
+  );
+  return 0;
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,129 @@
+import { createHash } from 'node:crypto';
+import { ROUTE_IDS, type RouteId, STAGES, type Stage } from './config.js';
+import type { LedgerEntry, LedgerStore } from './ledger.js';
+import type { RedisConnection } from './redis.js';
+import type { StatusClass } from './usage.js';
+
+export const LEDGER_KEY_PREFIX = 'nango-shim:ledger:';
+/** The set of every entry hash, so a reader never has to SCAN. */
+const INDEX_KEY = `${LEDGER_KEY_PREFIX}index`;
+const CALLS_FIELD = 'calls_';
+
+/**
+ * Merges one delta into an entry hash in one step, whichever instance sends it: calls add up (HINCRBY), the
+ * first sighting keeps the minimum and the last one the maximum, with the client and stage of the latest.
+ * KEYS: entry hash, index set. ARGV: route, consumer, first, last, user agent, stage, fingerprint, name,
+ * then class/count pairs. Empty strings stand for null.
+ */
+const MERGE_SCRIPT = `
+local first = tonumber(redis.call('HGET', KEYS[1], 'first_seen'))
+if first == nil or tonumber(ARGV[3]) < first then redis.call('HSET', KEYS[1], 'first_seen', ARGV[3]) end
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_seen'))
+if last == nil or tonumber(ARGV[4]) >= last then
+  redis.call('HSET', KEYS[1], 'last_seen', ARGV[4], 'last_user_agent', ARGV[5], 'stage', ARGV[6])
+end
+redis.call('HSET', KEYS[1], 'route', ARGV[1], 'consumer', ARGV[2])
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'fingerprint', ARGV[7]) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'name', ARGV[8]) end
+for i = 9, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], '${CALLS_FIELD}' .. ARGV[i], ARGV[i + 1]) end
+redis.call('SADD', KEYS[2], KEYS[1])
+return 1
+`.trim();
+const MERGE_SHA = createHash('sha1').update(MERGE_SCRIPT).digest('hex');
+
+function entryHashKey(route: string, consumer: string): string {
+  return `${LEDGER_KEY_PREFIX}entry:${route}:${consumer}`;
+}
+
+function scriptArgs(delta: LedgerEntry): string[] {
+  const args = [
+    '2',
+    entryHashKey(delta.route, delta.consumer),
+    INDEX_KEY,
+    delta.route,
+    delta.consumer,
+    String(delta.firstSeen),
+    String(delta.lastSeen),
+    delta.lastUserAgent ?? '',
+    delta.stage,
+    delta.fingerprint ?? '',
+    delta.name ?? '',
+  ];
+  for (const [cls, count] of Object.entries(delta.calls)) args.push(cls, String(count));
+  return args;
+}
+
+/** HGETALL answers a flat array in RESP2 and a map in RESP3. */
+function fieldsOf(reply: unknown): Record<string, string> {
+  if (Array.isArray(reply)) {
+    const fields: Record<string, string> = {};
+    for (let i = 0; i + 1 < reply.length; i += 2) fields[String(reply[i])] = String(reply[i + 1]);
+    return fields;
+  }
+  if (reply instanceof Map) return Object.fromEntries([...reply].map(([k, v]) => [String(k), String(v)]));
+  return (reply ?? {}) as Record<string, string>;
+}
+
+/** An entry hash as a ledger entry, or undefined when it is not one (written by something else). */
+export function entryOfHash(fields: Record<string, string>): LedgerEntry | undefined {
+  const { route, consumer, first_seen, last_seen, stage } = fields;
+  if (!(ROUTE_IDS as readonly string[]).includes(route ?? '') || !consumer) return undefined;
+  if (!(STAGES as readonly string[]).includes(stage ?? '')) return undefined;
+  const calls: LedgerEntry['calls'] = {};
+  for (const [field, value] of Object.entries(fields)) {
+    if (field.startsWith(CALLS_FIELD)) calls[field.slice(CALLS_FIELD.length) as StatusClass] = Number(value);
+  }
+  return {
+    route: route as RouteId,
+    consumer,
+    fingerprint: fields.fingerprint || null,
+    name: fields.name || null,
+    firstSeen: Number(first_seen),
+    lastSeen: Number(last_seen),
+    calls,
+    lastUserAgent: fields.last_user_agent || null,
+    stage: stage as Stage,
+  };
+}
+
+/**
+ * The ledger shared by every instance on one Redis: one hash per route and consumer, merged atomically by
+ * a Lua script, so two shims recording the same consumer give one answer. A delta whose write failed is
+ * handed back to be buffered; one whose reply was lost with the connection may be counted twice (at least
+ * once, never lost).
+ */
+export function createRedisLedgerStore(redis: RedisConnection): LedgerStore {
+  async function merge(delta: LedgerEntry): Promise<void> {
+    const args = scriptArgs(delta);
+    try {
+      await redis.sendCommand(['EVALSHA', MERGE_SHA, ...args]);
+    } catch (error) {
+      // A restarted Redis has forgotten the script: send it whole once, which also caches it again.
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+      await redis.sendCommand(['EVAL', MERGE_SCRIPT, ...args]);
+    }
+  }
+
+  return {
+    get available() {
+      return redis.ready;
+    },
+    onAvailable(listener) {
+      redis.onReady(listener);
+    },
+    async write(deltas) {
+      const results = await Promise.allSettled(deltas.map(merge));
+      return deltas.filter((_, index) => results[index]?.status === 'rejected');
+    },
+    async read() {
+      const members = (await redis.sendCommand(['SMEMBERS', INDEX_KEY])) as string[];
+      const hashes = await Promise.all(members.map((key) => redis.sendCommand(['HGETALL', key])));
+      const entries: LedgerEntry[] = [];
+      for (const reply of hashes) {
+        const entry = entryOfHash(fieldsOf(reply));
+        if (entry) entries.push(entry);
+      }
+      return entries;
+    },
+  };
+}

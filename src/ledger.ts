@@ -1,0 +1,269 @@
+import type { Logger } from 'pino';
+import type { ConfigHolder } from './app.js';
+import { ROUTE_IDS, type RouteId, type Stage } from './config.js';
+import {
+  consumerOf,
+  type StatusClass,
+  statusClass,
+  UNAUTHENTICATED,
+  type UsageEvent,
+  type UsageSink,
+} from './usage.js';
+
+const DAY_MS = 86_400_000;
+
+/** What the ledger knows about one consumer of one deprecated route. Times are epoch milliseconds. */
+export interface LedgerEntry {
+  route: RouteId;
+  /** The key's fingerprint, or `anonymous` (no key) or `unauthenticated` (refused with 401/403). */
+  consumer: string;
+  fingerprint: string | null;
+  /** The name `consumers` gave the fingerprint when the call was recorded. */
+  name: string | null;
+  firstSeen: number;
+  lastSeen: number;
+  calls: Partial<Record<StatusClass, number>>;
+  lastUserAgent: string | null;
+  /** The stage that served the last call. */
+  stage: Stage;
+}
+
+/**
+ * Where the ledger lives between restarts and across instances. `write` merges deltas into what is stored
+ * and resolves with the deltas it could not store (all of them when the store is unreachable).
+ */
+export interface LedgerStore {
+  read(): Promise<LedgerEntry[]>;
+  write(deltas: LedgerEntry[]): Promise<LedgerEntry[]>;
+  /** Whether a write can succeed now; the ledger does not try while it is false. */
+  readonly available: boolean;
+  /** Called when the store becomes available again, to write what was buffered. */
+  onAvailable?(listener: () => void): void;
+}
+
+export function entryKey(route: string, consumer: string): string {
+  return `${route}\n${consumer}`;
+}
+
+/** One call as a ledger delta. */
+export function entryOf(event: UsageEvent, consumers: Readonly<Record<string, string>>): LedgerEntry {
+  const consumer = consumerOf(event);
+  const fingerprint = consumer === event.fingerprint ? consumer : null;
+  return {
+    route: event.routeId,
+    consumer,
+    fingerprint,
+    name: fingerprint === null ? null : (consumers[fingerprint] ?? null),
+    firstSeen: event.at,
+    lastSeen: event.at,
+    calls: { [statusClass(event.status)]: 1 },
+    lastUserAgent: event.userAgent ?? null,
+    stage: event.stage,
+  };
+}
+
+/** Two views of one route and consumer as one: calls add up, the later call tells the client and stage. */
+export function mergeEntry(into: LedgerEntry | undefined, delta: LedgerEntry): LedgerEntry {
+  if (!into) return { ...delta, calls: { ...delta.calls } };
+  const calls = { ...into.calls };
+  for (const [cls, count] of Object.entries(delta.calls) as Array<[StatusClass, number]>) {
+    calls[cls] = (calls[cls] ?? 0) + count;
+  }
+  const later = delta.lastSeen >= into.lastSeen ? delta : into;
+  return {
+    route: into.route,
+    consumer: into.consumer,
+    fingerprint: delta.fingerprint ?? into.fingerprint,
+    name: delta.name ?? into.name,
+    firstSeen: Math.min(into.firstSeen, delta.firstSeen),
+    lastSeen: later.lastSeen,
+    calls,
+    lastUserAgent: later.lastUserAgent,
+    stage: later.stage,
+  };
+}
+
+export function mergeEntries(...lists: LedgerEntry[][]): Map<string, LedgerEntry> {
+  const merged = new Map<string, LedgerEntry>();
+  for (const list of lists) {
+    for (const entry of list) {
+      const key = entryKey(entry.route, entry.consumer);
+      merged.set(key, mergeEntry(merged.get(key), entry));
+    }
+  }
+  return merged;
+}
+
+export interface ConsumerUsage {
+  consumer: string;
+  fingerprint: string | null;
+  name: string | null;
+  first_seen: string;
+  last_seen: string;
+  calls: Partial<Record<StatusClass, number>>;
+  total_calls: number;
+  last_user_agent: string | null;
+  stage: Stage;
+}
+
+export interface RouteUsage {
+  route: RouteId;
+  /** No consumer but `unauthenticated` called within the quiet period. */
+  safe_to_sunset: boolean;
+  /** The last call of any kind, refused ones included. */
+  last_call: string | null;
+  /** The most recent first. */
+  consumers: ConsumerUsage[];
+}
+
+export interface DeprecationReport {
+  generated_at: string;
+  quiet_period_days: number;
+  routes: RouteUsage[];
+}
+
+export interface SummaryOptions {
+  now: number;
+  quietPeriodDays: number;
+  /** The names configured now; they win over the name recorded with the call. */
+  consumers: Readonly<Record<string, string>>;
+}
+
+function totalOf(calls: LedgerEntry['calls']): number {
+  let total = 0;
+  for (const count of Object.values(calls)) total += count ?? 0;
+  return total;
+}
+
+/** The ledger as people and scripts read it: every known route, who called it and whether it can go. */
+export function summarizeLedger(
+  entries: Iterable<LedgerEntry>,
+  { now, quietPeriodDays, consumers }: SummaryOptions,
+): DeprecationReport {
+  const quietSince = now - quietPeriodDays * DAY_MS;
+  const byRoute = new Map<RouteId, LedgerEntry[]>(ROUTE_IDS.map((id) => [id, []]));
+  for (const entry of entries) byRoute.get(entry.route)?.push(entry);
+  const routes: RouteUsage[] = [];
+  for (const [route, list] of byRoute) {
+    list.sort((a, b) => b.lastSeen - a.lastSeen);
+    const lastCall = list[0]?.lastSeen;
+    routes.push({
+      route,
+      safe_to_sunset: !list.some(
+        (entry) => entry.consumer !== UNAUTHENTICATED && entry.lastSeen >= quietSince,
+      ),
+      last_call: lastCall === undefined ? null : new Date(lastCall).toISOString(),
+      consumers: list.map((entry) => ({
+        consumer: entry.consumer,
+        fingerprint: entry.fingerprint,
+        name: (entry.fingerprint !== null ? consumers[entry.fingerprint] : undefined) ?? entry.name,
+        first_seen: new Date(entry.firstSeen).toISOString(),
+        last_seen: new Date(entry.lastSeen).toISOString(),
+        calls: entry.calls,
+        total_calls: totalOf(entry.calls),
+        last_user_agent: entry.lastUserAgent,
+        stage: entry.stage,
+      })),
+    });
+  }
+  return { generated_at: new Date(now).toISOString(), quiet_period_days: quietPeriodDays, routes };
+}
+
+export interface Ledger extends UsageSink {
+  /** The ledger as stored plus what this instance has not written yet. Rejects when the store cannot be read. */
+  report(now?: number): Promise<DeprecationReport>;
+  /** Writes the buffered updates now; what cannot be written stays buffered. */
+  flush(): Promise<void>;
+  /** Stops the timer and writes what is buffered: the last step of a clean shutdown. */
+  close(): Promise<void>;
+}
+
+export interface LedgerOptions {
+  store: LedgerStore;
+  configs: ConfigHolder;
+  logger: Logger;
+  /** Told how many updates were dropped because the buffer was full (a metric). */
+  onDropped?: (count: number) => void;
+}
+
+/**
+ * The usage ledger: a usage sink that folds calls into per-route, per-consumer deltas in memory and writes
+ * them to its store every `ledger.flushIntervalMs`. While the store is unreachable the deltas stay buffered,
+ * at most `ledger.redisBufferMax` of them (one per route and consumer, so repeat calls never overflow it).
+ */
+export function createLedger({ store, configs, logger, onDropped = () => {} }: LedgerOptions): Ledger {
+  let pending = new Map<string, LedgerEntry>();
+  let droppedSinceLog = 0;
+  let failing = false;
+  let chain: Promise<void> = Promise.resolve();
+
+  function buffer(delta: LedgerEntry): void {
+    const key = entryKey(delta.route, delta.consumer);
+    const current = pending.get(key);
+    if (current === undefined && pending.size >= configs.current.config.ledger.redisBufferMax) {
+      droppedSinceLog += 1;
+      onDropped(1);
+      return;
+    }
+    pending.set(key, mergeEntry(current, delta));
+  }
+
+  async function writePending(): Promise<void> {
+    if (droppedSinceLog > 0) {
+      logger.warn({ dropped: droppedSinceLog }, 'ledger updates dropped');
+      droppedSinceLog = 0;
+    }
+    if (pending.size === 0 || !store.available) return;
+    const batch = [...pending.values()];
+    pending = new Map();
+    let unwritten: LedgerEntry[];
+    let reason = 'store unavailable';
+    try {
+      unwritten = await store.write(batch);
+    } catch (error) {
+      unwritten = batch;
+      reason = (error as Error).message;
+    }
+    // Merged with what arrived meanwhile; the bound still holds.
+    for (const delta of unwritten) buffer(delta);
+    if (unwritten.length > 0 && !failing) {
+      logger.warn({ reason, buffered: pending.size }, 'ledger write failed');
+    }
+    failing = unwritten.length > 0;
+    if (!failing) logger.debug({ entries: batch.length }, 'ledger written');
+  }
+
+  function flush(): Promise<void> {
+    // One write at a time, in order; a failure never breaks the chain.
+    chain = chain.then(writePending).catch((error: unknown) => {
+      logger.error({ err: error }, 'ledger flush failed');
+    });
+    return chain;
+  }
+
+  const timer = setInterval(() => void flush(), configs.current.config.ledger.flushIntervalMs);
+  timer.unref();
+  store.onAvailable?.(() => void flush());
+
+  return {
+    record(event) {
+      buffer(entryOf(event, configs.current.config.consumers));
+    },
+    flush,
+    async report(now = Date.now()) {
+      await flush();
+      const stored = await store.read();
+      const { config } = configs.current;
+      return summarizeLedger(mergeEntries(stored, [...pending.values()]).values(), {
+        now,
+        quietPeriodDays: config.ledger.quietPeriodDays,
+        consumers: config.consumers,
+      });
+    },
+    async close() {
+      clearInterval(timer);
+      await flush();
+      if (pending.size > 0) logger.error({ entries: pending.size }, 'ledger updates lost at shutdown');
+    },
+  };
+}

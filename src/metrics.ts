@@ -1,0 +1,142 @@
+import { METHODS } from 'node:http';
+import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import type { ConfigHolder, TrafficObserver } from './app.js';
+import { consumerOf, statusClass, type UsageEvent, type UsageSink } from './usage.js';
+
+/** Where the consumers past `metrics.maxConsumers` are counted. */
+export const OTHER_CONSUMERS = 'other';
+/** Upstream exchanges last from a few ms to the upstream timeout (30 s by default). */
+const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+/** The route label of pass-through traffic in the duration histogram. */
+const PASSTHROUGH = 'passthrough';
+
+interface CounterChild {
+  inc(value?: number): void;
+}
+interface HistogramChild {
+  observe(value: number): void;
+}
+
+export interface Metrics {
+  /** Counts every deprecated call by route, consumer, action and status class. */
+  readonly usage: UsageSink;
+  /** Times upstream exchanges and counts pass-through traffic. */
+  readonly observer: Required<TrafficObserver>;
+  /** Ledger updates thrown away because the buffer was full while the store was unreachable. */
+  countLedgerDropped(count: number): void;
+  readonly contentType: string;
+  /** The Prometheus text exposition of everything the shim measures, process metrics included. */
+  render(): Promise<string>;
+}
+
+export interface MetricsOptions {
+  configs: ConfigHolder;
+}
+
+/**
+ * The shim's metrics on a registry of their own (never prom-client's global one, so two shims in one process
+ * or a library that registers globally cannot collide). Only this module imports prom-client.
+ */
+export function createMetrics({ configs }: MetricsOptions): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+
+  const deprecated = new Counter({
+    name: 'nango_shim_deprecated_requests_total',
+    help: 'Calls to deprecated Nango routes, by route, consumer, what the shim did and the status class.',
+    labelNames: ['route', 'consumer', 'action', 'status_class'] as const,
+    registers: [registry],
+  });
+  const upstreamDuration = new Histogram({
+    name: 'nango_shim_upstream_request_duration_seconds',
+    help: 'Duration of upstream exchanges: successor (translated), legacy (forwarded) or passthrough.',
+    labelNames: ['route', 'target'] as const,
+    buckets: DURATION_BUCKETS,
+    registers: [registry],
+  });
+  const passThrough = new Counter({
+    name: 'nango_shim_passthrough_requests_total',
+    help: 'Requests no migration owns, forwarded unchanged, by method and status class.',
+    labelNames: ['method', 'status_class'] as const,
+    registers: [registry],
+  });
+  const ledgerDropped = new Counter({
+    name: 'nango_shim_ledger_dropped_total',
+    help: 'Usage ledger updates dropped because the buffer was full while the ledger store was unreachable.',
+    registers: [registry],
+  });
+
+  // Label children are created once and reused: the pass-through path does a map lookup and an increment.
+  const knownMethods = new Set(METHODS);
+  const passThroughChildren = new Map<string, Map<string, CounterChild>>();
+  const passThroughDuration = upstreamDuration.labels(PASSTHROUGH, PASSTHROUGH);
+  const upstreamChildren = new Map<string, HistogramChild>();
+  const deprecatedChildren = new Map<string, CounterChild>();
+  const seenConsumers = new Set<string>();
+
+  function passThroughChild(method: string, status: number): CounterChild {
+    // The HTTP parser only accepts known methods; the guard keeps the label set closed all the same.
+    const label = knownMethods.has(method) ? method : 'OTHER';
+    let byClass = passThroughChildren.get(label);
+    if (!byClass) {
+      byClass = new Map();
+      passThroughChildren.set(label, byClass);
+    }
+    const cls = statusClass(status);
+    let child = byClass.get(cls);
+    if (!child) {
+      child = passThrough.labels(label, cls);
+      byClass.set(cls, child);
+    }
+    return child;
+  }
+
+  /** The consumer label: the configured name, else the fingerprint, within the cardinality bound. */
+  function consumerLabel(event: UsageEvent): string {
+    const consumer = consumerOf(event);
+    if (consumer !== event.fingerprint) return consumer;
+    // Configured names are bounded by the configuration itself; only unnamed keys count toward the bound.
+    const name = configs.current.config.consumers[consumer];
+    if (name !== undefined) return name;
+    if (seenConsumers.has(consumer)) return consumer;
+    if (seenConsumers.size >= configs.current.config.metrics.maxConsumers) return OTHER_CONSUMERS;
+    seenConsumers.add(consumer);
+    return consumer;
+  }
+
+  return {
+    usage: {
+      record(event) {
+        const consumer = consumerLabel(event);
+        const cls = statusClass(event.status);
+        const key = `${event.routeId}\n${consumer}\n${event.action}\n${cls}`;
+        let child = deprecatedChildren.get(key);
+        if (!child) {
+          child = deprecated.labels(event.routeId, consumer, event.action, cls);
+          deprecatedChildren.set(key, child);
+        }
+        child.inc();
+      },
+    },
+    observer: {
+      passThrough(req, res, durationMs) {
+        passThroughChild(req.method ?? 'GET', res.headersSent ? res.statusCode : 0).inc();
+        passThroughDuration.observe(durationMs / 1000);
+      },
+      upstream(routeId, target, durationMs) {
+        const key = `${routeId}\n${target}`;
+        let child = upstreamChildren.get(key);
+        if (!child) {
+          child = upstreamDuration.labels(routeId, target);
+          upstreamChildren.set(key, child);
+        }
+        child.observe(durationMs / 1000);
+      },
+    },
+    countLedgerDropped(count) {
+      ledgerDropped.inc(count);
+    },
+    contentType: registry.contentType,
+    render: () => registry.metrics(),
+  };
+}

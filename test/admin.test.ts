@@ -1,0 +1,101 @@
+import request from 'supertest';
+import { describe, expect, it } from 'vitest';
+import { carriesToken, createAdminApp } from '../src/admin.js';
+import { parseConfig } from '../src/config.js';
+import { summarizeLedger } from '../src/ledger.js';
+import { createLogger } from '../src/logger.js';
+import { createMetrics } from '../src/metrics.js';
+import { DEFAULTS } from './support/shim.js';
+
+const TOKEN = 'an-admin-token-of-some-length';
+
+function adminApp({
+  token = null as string | null,
+  draining = false,
+  report = async () => summarizeLedger([], { now: 0, quietPeriodDays: 30, consumers: {} }),
+} = {}) {
+  const configs = {
+    current: parseConfig([DEFAULTS, { admin: { token }, redisUrl: 'redis://:hunter2@redis.internal:6379' }]),
+  };
+  return createAdminApp({
+    configs,
+    logger: createLogger('silent'),
+    metrics: createMetrics({ configs }),
+    ledger: { report },
+    isDraining: () => draining,
+  });
+}
+
+describe('carriesToken', () => {
+  it('accepts only the exact bearer token, whatever the scheme case', () => {
+    expect(carriesToken(`Bearer ${TOKEN}`, TOKEN)).toBe(true);
+    expect(carriesToken(`bearer ${TOKEN}`, TOKEN)).toBe(true);
+    expect(carriesToken(`Bearer ${TOKEN}x`, TOKEN)).toBe(false);
+    expect(carriesToken(`Bearer ${TOKEN.slice(1)}`, TOKEN)).toBe(false);
+    expect(carriesToken(`Basic ${TOKEN}`, TOKEN)).toBe(false);
+    expect(carriesToken(undefined, TOKEN)).toBe(false);
+    expect(carriesToken('Bearer ', TOKEN)).toBe(false);
+  });
+});
+
+describe('the admin app', () => {
+  it('answers the health checks, and readiness fails while draining', async () => {
+    await request(adminApp()).get('/healthz').expect(200, { status: 'ok' });
+    await request(adminApp()).get('/readyz').expect(200, { status: 'ready' });
+    await request(adminApp({ draining: true }))
+      .get('/readyz')
+      .expect(503, { status: 'draining' });
+  });
+
+  it('serves Prometheus text', async () => {
+    const response = await request(adminApp()).get('/metrics').expect(200);
+    expect(response.headers['content-type']).toMatch(/^text\/plain/);
+    expect(response.text).toContain('# TYPE nango_shim_deprecated_requests_total counter');
+    expect(response.text).toContain('nango_shim_ledger_dropped_total 0');
+  });
+
+  it('shows the active configuration and its version without secrets', async () => {
+    const app = adminApp({ token: TOKEN });
+    const response = await request(app)
+      .get('/admin/config')
+      .set('authorization', `Bearer ${TOKEN}`)
+      .expect(200);
+    expect(response.body.version).toMatch(/^[0-9a-f]{12}$/);
+    expect(response.body.config.admin.token).toBe('[set]');
+    expect(response.body.config.redisUrl).toBe('[set]');
+    expect(response.text).not.toContain(TOKEN);
+    expect(response.text).not.toContain('hunter2');
+  });
+
+  it('requires the token on every path but the health checks when one is set', async () => {
+    const app = adminApp({ token: TOKEN });
+    for (const path of ['/metrics', '/admin/deprecations', '/admin/config', '/nothing-here']) {
+      const refused = await request(app).get(path).set('authorization', 'Bearer wrong-token').expect(401);
+      expect(refused.body).toEqual({
+        error: { code: 'unauthorized', message: 'A valid admin token is required.' },
+      });
+      expect(refused.headers['www-authenticate']).toBe('Bearer realm="nango-shim-admin"');
+      await request(app).get(path).expect(401);
+    }
+    await request(app).get('/healthz').expect(200);
+    await request(app).get('/readyz').expect(200);
+    await request(app).get('/metrics').set('authorization', `Bearer ${TOKEN}`).expect(200);
+  });
+
+  it('serves the ledger, and 503 when it cannot be read', async () => {
+    const response = await request(adminApp()).get('/admin/deprecations').expect(200);
+    expect(response.body.routes).toHaveLength(5);
+    const broken = adminApp({
+      report: async () => {
+        throw new Error('The client is offline');
+      },
+    });
+    const refused = await request(broken).get('/admin/deprecations').expect(503);
+    expect(refused.body.error.code).toBe('ledger_unavailable');
+  });
+
+  it('answers an unknown path with a 404 in Nango shape', async () => {
+    const response = await request(adminApp()).get('/admin/nothing').expect(404);
+    expect(response.body.error.code).toBe('not_found');
+  });
+});

@@ -1,0 +1,149 @@
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { fingerprintKey } from '../src/api-key.js';
+import { createLedger, type Ledger } from '../src/ledger.js';
+import { createRedisLedgerStore } from '../src/ledger-redis-store.js';
+import { createLogger } from '../src/logger.js';
+import { createRateLimiter } from '../src/rate-limit.js';
+import { createRedisConnection, type RedisConnection } from '../src/redis.js';
+import { type EchoUpstream, patchLegacyMetadata, startEchoUpstream } from './support/echo-upstream.js';
+import { HAS_REDIS_SERVER, startTestRedis, type TestRedis } from './support/redis-server.js';
+import { type RunningShim, startShim } from './support/shim.js';
+
+const KEY_A = 'a11ce000-1111-4111-8111-5ec2e7000001';
+const KEY_B = 'b0b00000-2222-4222-8222-5ec2e7000002';
+
+describe.skipIf(!HAS_REDIS_SERVER)('the ledger on Redis', () => {
+  let redis: TestRedis;
+  let upstream: EchoUpstream;
+  let closers: Array<() => Promise<void> | void> = [];
+
+  beforeAll(async () => {
+    upstream = await startEchoUpstream();
+  });
+  afterAll(async () => {
+    await upstream.close();
+  });
+  // Each test gets an empty Redis of its own.
+  beforeEach(async () => {
+    redis = await startTestRedis();
+  });
+  afterEach(async () => {
+    for (const close of closers.reverse()) await close();
+    closers = [];
+    await redis.close();
+  });
+
+  function connect(): RedisConnection {
+    const connection = createRedisConnection({ url: redis.url, logger: createLogger('silent') });
+    closers.push(() => connection.close());
+    return connection;
+  }
+
+  /** A shim whose ledger (and rate limits, fail-open) live on the test Redis. */
+  async function shimOnRedis(
+    overrides: Record<string, unknown> = {},
+  ): Promise<{ shim: RunningShim; ledger: Ledger; connection: RedisConnection }> {
+    let ledger: Ledger | undefined;
+    let connection: RedisConnection | undefined;
+    const shim = await startShim(upstream.url, overrides, [], ({ configs, logger }) => {
+      connection = createRedisConnection({ url: redis.url, logger });
+      ledger = createLedger({ store: createRedisLedgerStore(connection), configs, logger });
+      return { usage: [ledger], limiter: createRateLimiter({ configs, logger, redis: connection }) };
+    });
+    const made = { shim, ledger: ledger as Ledger, connection: connection as RedisConnection };
+    closers.push(
+      () => shim.close(),
+      () => made.ledger.close(),
+      () => made.connection.close(),
+    );
+    await made.connection.whenReady(5_000);
+    return made;
+  }
+
+  it('gives one merged answer for two shims on one Redis', async () => {
+    const one = await shimOnRedis();
+    const two = await shimOnRedis();
+    expect((await patchLegacyMetadata(one.shim.url, KEY_A, 'crm-sync/1.0')).status).toBe(200);
+    expect((await patchLegacyMetadata(one.shim.url, KEY_A, 'crm-sync/1.0')).status).toBe(200);
+    expect((await patchLegacyMetadata(two.shim.url, KEY_B, 'billing/2.3')).status).toBe(200);
+    expect((await patchLegacyMetadata(two.shim.url, KEY_A, 'crm-sync/1.1')).status).toBe(200);
+    await one.ledger.flush();
+    await two.ledger.flush();
+
+    const fromOne = await one.ledger.report();
+    const fromTwo = await two.ledger.report();
+    expect(fromOne.routes).toEqual(fromTwo.routes);
+    const consumers = fromOne.routes.find((route) => route.route === 'connection-metadata')?.consumers ?? [];
+    expect(consumers).toHaveLength(2);
+    expect(consumers.find((usage) => usage.consumer === fingerprintKey(KEY_A))).toMatchObject({
+      total_calls: 3,
+      calls: { '2xx': 3 },
+      last_user_agent: 'crm-sync/1.1',
+      stage: 'translate',
+    });
+    expect(consumers.find((usage) => usage.consumer === fingerprintKey(KEY_B))).toMatchObject({
+      total_calls: 1,
+      last_user_agent: 'billing/2.3',
+    });
+
+    // Nothing in Redis holds a raw key: not a key name, not a value.
+    const reader = connect();
+    await reader.whenReady(5_000);
+    const keys = (await reader.sendCommand(['KEYS', '*'])) as string[];
+    expect(keys.length).toBeGreaterThan(0);
+    const everything: string[] = [...keys];
+    for (const key of keys) {
+      const type = await reader.sendCommand(['TYPE', key]);
+      if (type === 'hash') everything.push(...((await reader.sendCommand(['HGETALL', key])) as string[]));
+      else if (type === 'set')
+        everything.push(...((await reader.sendCommand(['SMEMBERS', key])) as string[]));
+      else if (type === 'string') everything.push(String(await reader.sendCommand(['GET', key])));
+    }
+    const dump = everything.join('\n');
+    expect(dump).not.toContain(KEY_A);
+    expect(dump).not.toContain(KEY_B);
+  });
+
+  it('keeps serving through a Redis outage and writes the buffered updates when Redis returns', async () => {
+    const { shim, ledger } = await shimOnRedis({
+      ledger: { flushIntervalMs: 100 },
+      routes: { 'connection-metadata': { rateLimit: { windowMs: 60_000, limit: 1_000 } } },
+    });
+    for (let i = 0; i < 3; i += 1) expect((await patchLegacyMetadata(shim.url, KEY_A)).status).toBe(200);
+    await ledger.flush();
+
+    await redis.stop();
+    const statuses: number[] = [];
+    for (let i = 0; i < 10; i += 1)
+      statuses.push((await patchLegacyMetadata(shim.url, KEY_A, 'during/1')).status);
+    for (let i = 0; i < 5; i += 1)
+      statuses.push((await patchLegacyMetadata(shim.url, KEY_B, 'during/2')).status);
+    // A few flush intervals pass with Redis away.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(statuses).toEqual(new Array(15).fill(200));
+    await redis.start();
+
+    // The restarted Redis kept nothing (no persistence): what it holds is exactly what was buffered.
+    const reader = connect();
+    await reader.whenReady(5_000);
+    const store = createRedisLedgerStore(reader);
+    await expect
+      .poll(
+        async () =>
+          (await store.read()).map((entry) => [entry.consumer, entry.calls['2xx'], entry.lastUserAgent]),
+        {
+          timeout: 5_000,
+        },
+      )
+      .toEqual(
+        expect.arrayContaining([
+          [fingerprintKey(KEY_A), 10, 'during/1'],
+          [fingerprintKey(KEY_B), 5, 'during/2'],
+        ]),
+      );
+    const messages = shim.logs().map((line) => line.msg);
+    expect(messages).toContain('redis unavailable');
+    expect(messages).toContain('redis available again');
+    expect(messages).not.toContain('ledger updates dropped');
+  });
+});

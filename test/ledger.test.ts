@@ -1,0 +1,252 @@
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { parseConfig, type RouteId } from '../src/config.js';
+import {
+  createLedger,
+  entryOf,
+  type LedgerEntry,
+  type LedgerStore,
+  mergeEntry,
+  summarizeLedger,
+} from '../src/ledger.js';
+import { createFileLedgerStore, LEDGER_FILE, readLedgerFile } from '../src/ledger-file-store.js';
+import { createLogger } from '../src/logger.js';
+import type { UsageEvent } from '../src/usage.js';
+import { DEFAULTS } from './support/shim.js';
+
+const DAY = 86_400_000;
+const NOW = Date.parse('2026-03-01T12:00:00Z');
+
+function call(
+  fingerprint: string | undefined,
+  at: number,
+  { status = 200, routeId = 'connection-metadata' as RouteId, userAgent = 'nango-node/0.66.2' } = {},
+): UsageEvent {
+  return {
+    routeId,
+    method: 'PATCH',
+    path: '/connection/metadata',
+    fingerprint,
+    userAgent,
+    status,
+    durationMs: 1,
+    stage: 'translate',
+    action: 'translated',
+    at,
+  };
+}
+
+function configsWith(overrides: Record<string, unknown> = {}) {
+  return { current: parseConfig([DEFAULTS, { ledger: { flushIntervalMs: 60_000 } }, overrides]) };
+}
+
+function capturedLogger() {
+  const stream = new PassThrough();
+  let text = '';
+  stream.on('data', (chunk: Buffer) => {
+    text += chunk.toString('utf8');
+  });
+  const lines = () =>
+    text
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+  return { logger: createLogger('debug', stream), lines };
+}
+
+/** A store the test switches on and off, recording what reached it. */
+function switchableStore() {
+  const written: LedgerEntry[][] = [];
+  const listeners: Array<() => void> = [];
+  const store: LedgerStore & { up: boolean } = {
+    up: true,
+    get available() {
+      return this.up;
+    },
+    onAvailable: (listener) => listeners.push(listener),
+    async read() {
+      return written.flat();
+    },
+    async write(deltas) {
+      if (!this.up) return deltas;
+      written.push(deltas);
+      return [];
+    },
+  };
+  return {
+    store,
+    written,
+    bringBack() {
+      store.up = true;
+      for (const listener of listeners) listener();
+    },
+  };
+}
+
+describe('ledger entries', () => {
+  it('folds calls into one entry per route and consumer', () => {
+    const first = entryOf(call('0123456789abcdef', NOW - 1000, { userAgent: 'old' }), {});
+    const merged = mergeEntry(
+      mergeEntry(undefined, first),
+      entryOf(call('0123456789abcdef', NOW, { status: 404, userAgent: 'new' }), {}),
+    );
+    expect(merged).toMatchObject({
+      consumer: '0123456789abcdef',
+      fingerprint: '0123456789abcdef',
+      firstSeen: NOW - 1000,
+      lastSeen: NOW,
+      calls: { '2xx': 1, '4xx': 1 },
+      lastUserAgent: 'new',
+    });
+    // An older delta arriving late (another instance) changes the counts, not the last client.
+    const late = mergeEntry(merged, entryOf(call('0123456789abcdef', NOW - 5000, { userAgent: 'late' }), {}));
+    expect(late).toMatchObject({
+      firstSeen: NOW - 5000,
+      lastSeen: NOW,
+      lastUserAgent: 'new',
+      calls: { '2xx': 2 },
+    });
+  });
+
+  it('never records the fingerprint of a refused key', () => {
+    expect(entryOf(call('0123456789abcdef', NOW, { status: 401 }), {})).toMatchObject({
+      consumer: 'unauthenticated',
+      fingerprint: null,
+    });
+    expect(entryOf(call(undefined, NOW), {})).toMatchObject({ consumer: 'anonymous', fingerprint: null });
+    expect(entryOf(call('0123456789abcdef', NOW), { '0123456789abcdef': 'billing' }).name).toBe('billing');
+  });
+});
+
+describe('summarizeLedger', () => {
+  const options = { now: NOW, quietPeriodDays: 30, consumers: {} };
+
+  it('lists every route, and a route nobody called is safe to sunset', () => {
+    const report = summarizeLedger([], options);
+    expect(report.routes.map((route) => route.route)).toContain('connection-delete');
+    expect(report.routes.every((route) => route.safe_to_sunset && route.last_call === null)).toBe(true);
+  });
+
+  it('is not safe to sunset while a consumer called within the quiet period', () => {
+    const recent = entryOf(call('0123456789abcdef', NOW - 29 * DAY), {});
+    const old = entryOf(call('fedcba9876543210', NOW - 31 * DAY, { routeId: 'connection-get' }), {});
+    const report = summarizeLedger([recent, old], options);
+    const metadata = report.routes.find((route) => route.route === 'connection-metadata');
+    const get = report.routes.find((route) => route.route === 'connection-get');
+    expect(metadata).toMatchObject({
+      safe_to_sunset: false,
+      last_call: new Date(NOW - 29 * DAY).toISOString(),
+    });
+    expect(get).toMatchObject({ safe_to_sunset: true, last_call: new Date(NOW - 31 * DAY).toISOString() });
+  });
+
+  it('does not let refused calls hold a route back, though they show as its last call', () => {
+    const refused = entryOf(call('0123456789abcdef', NOW - DAY, { status: 401 }), {});
+    const route = summarizeLedger([refused], options).routes[0];
+    expect(route).toMatchObject({ safe_to_sunset: true, last_call: new Date(NOW - DAY).toISOString() });
+    expect(route?.consumers[0]).toMatchObject({ consumer: 'unauthenticated', total_calls: 1 });
+  });
+
+  it('names consumers from the configuration of now', () => {
+    const entry = entryOf(call('0123456789abcdef', NOW), {});
+    const report = summarizeLedger([entry], { ...options, consumers: { '0123456789abcdef': 'billing' } });
+    expect(report.routes[0]?.consumers[0]).toMatchObject({
+      name: 'billing',
+      fingerprint: '0123456789abcdef',
+    });
+  });
+});
+
+describe('createLedger', () => {
+  it('buffers while the store is away, drops past the bound, and writes the rest when it returns', async () => {
+    const { store, written, bringBack } = switchableStore();
+    const { logger, lines } = capturedLogger();
+    let dropped = 0;
+    const ledger = createLedger({
+      store,
+      configs: configsWith({ ledger: { redisBufferMax: 2 } }),
+      logger,
+      onDropped: (count) => {
+        dropped += count;
+      },
+    });
+    store.up = false;
+    ledger.record(call('000000000000000a', NOW));
+    ledger.record(call('000000000000000a', NOW + 1));
+    ledger.record(call('000000000000000b', NOW));
+    ledger.record(call('000000000000000c', NOW));
+    await ledger.flush();
+    expect(written).toEqual([]);
+    expect(dropped).toBe(1);
+    expect(lines().find((line) => line.msg === 'ledger updates dropped')).toMatchObject({ dropped: 1 });
+
+    bringBack();
+    await ledger.flush();
+    expect(written.flat().map((entry) => [entry.consumer, entry.calls['2xx']])).toEqual([
+      ['000000000000000a', 2],
+      ['000000000000000b', 1],
+    ]);
+    await ledger.close();
+  });
+
+  it('reports what is stored and what is not written yet', async () => {
+    const { store } = switchableStore();
+    const ledger = createLedger({ store, configs: configsWith(), logger: createLogger('silent') });
+    ledger.record(call('000000000000000a', NOW));
+    store.up = false;
+    ledger.record(call('000000000000000a', NOW + 10));
+    const report = await ledger.report(NOW + 20);
+    expect(report.routes[0]?.consumers[0]).toMatchObject({ total_calls: 2 });
+    await ledger.close();
+  });
+});
+
+describe('the ledger file', () => {
+  it('survives a restart: a new ledger on the same folder adds to the old counts', async () => {
+    const dataDir = join(mkdtempSync(join(tmpdir(), 'nango-shim-ledger-')), 'nested', 'data');
+    const logger = createLogger('silent');
+    const first = createLedger({
+      store: createFileLedgerStore({ dataDir, logger }),
+      configs: configsWith(),
+      logger,
+    });
+    first.record(call('0123456789abcdef', NOW - 1000, { userAgent: 'nango-node/0.66.2' }));
+    first.record(call(undefined, NOW - 500));
+    await first.close();
+    expect(existsSync(join(dataDir, LEDGER_FILE))).toBe(true);
+
+    const second = createLedger({
+      store: createFileLedgerStore({ dataDir, logger }),
+      configs: configsWith(),
+      logger,
+    });
+    second.record(call('0123456789abcdef', NOW, { userAgent: 'nango-node/0.67.0' }));
+    await second.close();
+
+    const entries = readLedgerFile(dataDir);
+    expect(entries.find((entry) => entry.consumer === '0123456789abcdef')).toMatchObject({
+      firstSeen: NOW - 1000,
+      lastSeen: NOW,
+      calls: { '2xx': 2 },
+      lastUserAgent: 'nango-node/0.67.0',
+    });
+    expect(entries.find((entry) => entry.consumer === 'anonymous')).toBeDefined();
+    // Written through a temporary file and a rename: nothing else is left in the folder.
+    expect(readdirSync(dataDir)).toEqual([LEDGER_FILE]);
+  });
+
+  it('moves an unreadable file aside instead of overwriting it', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-ledger-'));
+    writeFileSync(join(dataDir, LEDGER_FILE), '{"not":"a ledger"');
+    const { logger, lines } = capturedLogger();
+    const store = createFileLedgerStore({ dataDir, logger });
+    expect(await store.read()).toEqual([]);
+    const aside = readdirSync(dataDir).find((name) => name.startsWith(`${LEDGER_FILE}.unreadable-`));
+    expect(aside).toBeDefined();
+    expect(readFileSync(join(dataDir, aside as string), 'utf8')).toBe('{"not":"a ledger"');
+    expect(lines().some((line) => line.msg === 'ledger file unreadable')).toBe(true);
+  });
+});

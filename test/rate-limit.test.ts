@@ -1,0 +1,206 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config.js';
+import { createLogger } from '../src/logger.js';
+import { createRateLimiter, limitRules, type RateLimiter } from '../src/rate-limit.js';
+import { createRedisConnection, type RedisConnection } from '../src/redis.js';
+import { type EchoUpstream, patchLegacyMetadata, startEchoUpstream } from './support/echo-upstream.js';
+import { HAS_REDIS_SERVER, startTestRedis, type TestRedis } from './support/redis-server.js';
+import { DEFAULTS, type RunningShim, startShim } from './support/shim.js';
+
+const KEY_A = '5ec7e7a1-aaaa-4aaa-8aaa-aaaaaaaaaaaa';
+const KEY_B = '5ec7e7a1-bbbb-4bbb-8bbb-bbbbbbbbbbbb';
+const METADATA_LIMIT = { routes: { 'connection-metadata': { rateLimit: { windowMs: 60_000, limit: 2 } } } };
+
+let upstream: EchoUpstream;
+const running: Array<{ close(): Promise<void> | void }> = [];
+
+beforeAll(async () => {
+  upstream = await startEchoUpstream();
+});
+afterAll(async () => {
+  await upstream.close();
+});
+afterEach(async () => {
+  for (const item of running.splice(0).reverse()) await item.close();
+  upstream.requests.length = 0;
+});
+
+async function limitedShim(
+  overrides: Record<string, unknown>,
+  redis?: RedisConnection,
+): Promise<RunningShim> {
+  let limiter: RateLimiter | undefined;
+  const shim = await startShim(upstream.url, overrides, [], ({ configs, logger }) => {
+    limiter = createRateLimiter({ configs, logger, redis });
+    return { limiter };
+  });
+  running.push(shim, { close: () => limiter?.close() });
+  return shim;
+}
+
+describe('limitRules', () => {
+  it('has no rule for a null limit, so nothing is limited by default', () => {
+    const { config } = parseConfig([DEFAULTS]);
+    expect(limitRules(config).size).toBe(0);
+    const limiter = createRateLimiter({
+      configs: { current: parseConfig([DEFAULTS]) },
+      logger: createLogger('silent'),
+    });
+    expect(limiter.appliesTo('connection-metadata')).toBe(false);
+    expect(limiter.appliesTo('passthrough')).toBe(false);
+    limiter.close();
+  });
+
+  it('follows a config reload', () => {
+    const configs = { current: parseConfig([DEFAULTS]) };
+    const limiter = createRateLimiter({ configs, logger: createLogger('silent') });
+    expect(limiter.appliesTo('connection-get')).toBe(false);
+    configs.current = parseConfig([
+      DEFAULTS,
+      { routes: { 'connection-get': { rateLimit: { windowMs: 1000, limit: 5 } } } },
+    ]);
+    expect(limiter.appliesTo('connection-get')).toBe(true);
+    expect(limiter.appliesTo('connection-list')).toBe(false);
+    limiter.close();
+  });
+});
+
+describe('rate limits with the memory store', () => {
+  it('answers 429 in Nango shape once a key spends its budget, and counts keys apart', async () => {
+    const shim = await limitedShim(METADATA_LIMIT);
+    const first = await patchLegacyMetadata(shim.url, KEY_A);
+    expect(first.status).toBe(200);
+    expect(first.headers.get('ratelimit')).toBe('"connection-metadata"; r=1; t=60');
+    expect(first.headers.get('ratelimit-policy')).toMatch(
+      /^"connection-metadata"; q=2; w=60; pk=:[A-Za-z0-9+/=]+:$/,
+    );
+    expect((await patchLegacyMetadata(shim.url, KEY_A)).status).toBe(200);
+
+    const limited = await patchLegacyMetadata(shim.url, KEY_A);
+    expect(limited.status).toBe(429);
+    expect(limited.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(limited.headers.get('ratelimit')).toBe('"connection-metadata"; r=0; t=60');
+    // RFC 9745: a deprecated route says so on every answer, its 429 included.
+    expect(limited.headers.get('deprecation')).toBeTruthy();
+    const body = (await limited.json()) as { error: Record<string, unknown> };
+    expect(body.error.code).toBe('too_many_request');
+    expect(body.error.method).toBe('PATCH');
+    expect(body.error.path).toBe('/connection/metadata');
+    expect(body.error.message).toMatch(/at most 2 per 60 s/);
+
+    expect((await patchLegacyMetadata(shim.url, KEY_B)).status).toBe(200);
+    // The limited call never reached the upstream.
+    expect(upstream.requests.filter((request) => request.url === '/connections/metadata')).toHaveLength(3);
+    expect(shim.logs().filter((line) => line.msg === 'rate limiter misconfigured')).toEqual([]);
+  });
+
+  it('limits keyless pass-through traffic by client IP', async () => {
+    const shim = await limitedShim({ rateLimit: { passthrough: { windowMs: 60_000, limit: 1 } } });
+    expect((await fetch(`${shim.url}/providers`)).status).toBe(200);
+    const limited = await fetch(`${shim.url}/providers?again=1`);
+    expect(limited.status).toBe(429);
+    expect(await limited.json()).toMatchObject({
+      error: { code: 'too_many_request', method: 'GET', path: '/providers' },
+    });
+    expect(upstream.requests).toHaveLength(1);
+  });
+
+  it('records a limited deprecated call as rate-limited', async () => {
+    const actions: string[] = [];
+    let limiter: RateLimiter | undefined;
+    const shim = await startShim(
+      upstream.url,
+      { routes: { 'connection-metadata': { rateLimit: { windowMs: 60_000, limit: 1 } } } },
+      [{ record: (event) => actions.push(`${event.action} ${event.status}`) }],
+      ({ configs, logger }) => {
+        limiter = createRateLimiter({ configs, logger });
+        return { limiter };
+      },
+    );
+    running.push(shim, { close: () => limiter?.close() });
+    await patchLegacyMetadata(shim.url, KEY_A);
+    await patchLegacyMetadata(shim.url, KEY_A);
+    await expect.poll(() => actions).toEqual(['translated 200', 'rate-limited 429']);
+  });
+});
+
+describe.skipIf(!HAS_REDIS_SERVER)('rate limits on Redis', () => {
+  let redis: TestRedis;
+
+  beforeAll(async () => {
+    redis = await startTestRedis();
+  });
+  afterAll(async () => {
+    await redis.close();
+  });
+
+  /** A connection to the test Redis, once ready: before that a limiter fails open, by design. */
+  async function connect({ ready = true } = {}): Promise<RedisConnection> {
+    const connection = createRedisConnection({ url: redis.url, logger: createLogger('silent') });
+    running.push(connection);
+    if (ready) await connection.whenReady(5_000);
+    return connection;
+  }
+
+  it('shares one budget between two instances', async () => {
+    const one = await limitedShim(METADATA_LIMIT, await connect());
+    const two = await limitedShim(METADATA_LIMIT, await connect());
+    const key = '5ec7e7a1-cccc-4ccc-8ccc-cccccccccccc';
+    expect((await patchLegacyMetadata(one.url, key)).status).toBe(200);
+    expect((await patchLegacyMetadata(two.url, key)).status).toBe(200);
+    expect((await patchLegacyMetadata(one.url, key)).status).toBe(429);
+    expect((await patchLegacyMetadata(two.url, key)).status).toBe(429);
+    expect((await patchLegacyMetadata(two.url, KEY_B)).status).toBe(200);
+  });
+
+  it('fails open while Redis is down and limits again once it is back', async () => {
+    const connection = await connect();
+    const shim = await limitedShim(METADATA_LIMIT, connection);
+    const key = '5ec7e7a1-dddd-4ddd-8ddd-dddddddddddd';
+    expect((await patchLegacyMetadata(shim.url, key)).status).toBe(200);
+    await redis.stop();
+    try {
+      for (let i = 0; i < 4; i += 1) expect((await patchLegacyMetadata(shim.url, key)).status).toBe(200);
+      expect(shim.logs().some((line) => line.msg === 'rate limit store failed, request allowed')).toBe(true);
+    } finally {
+      await redis.start();
+    }
+    await connection.whenReady(5_000);
+    // A restarted Redis is empty and has forgotten the scripts: the budget starts again, and is enforced.
+    expect((await patchLegacyMetadata(shim.url, key)).status).toBe(200);
+    expect((await patchLegacyMetadata(shim.url, key)).status).toBe(200);
+    expect((await patchLegacyMetadata(shim.url, key)).status).toBe(429);
+  });
+
+  it('refuses with 503 while Redis is down when failOpen is off', async () => {
+    const connection = await connect();
+    const shim = await limitedShim({ ...METADATA_LIMIT, rateLimit: { failOpen: false } }, connection);
+    await redis.stop();
+    try {
+      const refused = await patchLegacyMetadata(shim.url, KEY_A);
+      expect(refused.status).toBe(503);
+      expect(await refused.json()).toMatchObject({ error: { code: 'rate_limit_unavailable' } });
+    } finally {
+      await redis.start();
+    }
+    expect(upstream.requests).toEqual([]);
+  });
+
+  it('limits from the start even when Redis was down when the shim started', async () => {
+    await redis.stop();
+    const connection = await connect({ ready: false });
+    let shim: RunningShim;
+    try {
+      shim = await limitedShim(METADATA_LIMIT, connection);
+      expect((await patchLegacyMetadata(shim.url, KEY_A)).status).toBe(200);
+    } finally {
+      await redis.start();
+    }
+    await connection.whenReady(5_000);
+    const key = '5ec7e7a1-eeee-4eee-8eee-eeeeeeeeeeee';
+    expect((await patchLegacyMetadata(shim.url, key)).status).toBe(200);
+    expect((await patchLegacyMetadata(shim.url, key)).status).toBe(200);
+    expect((await patchLegacyMetadata(shim.url, key)).status).toBe(429);
+  });
+});

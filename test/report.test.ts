@@ -1,0 +1,101 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { LedgerEntry } from '../src/ledger.js';
+import { LEDGER_FILE } from '../src/ledger-file-store.js';
+import { createRedisLedgerStore } from '../src/ledger-redis-store.js';
+import { createLogger } from '../src/logger.js';
+import { createRedisConnection } from '../src/redis.js';
+import { writeConfigFile } from './support/child-shim.js';
+import { HAS_REDIS_SERVER, startTestRedis } from './support/redis-server.js';
+import { runReport } from './support/report.js';
+
+const RECENT = Date.now() - 3_600_000;
+
+const ENTRIES: LedgerEntry[] = [
+  {
+    route: 'connection-metadata',
+    consumer: '0123456789abcdef',
+    fingerprint: '0123456789abcdef',
+    name: null,
+    firstSeen: RECENT - 86_400_000,
+    lastSeen: RECENT,
+    calls: { '2xx': 40, '4xx': 2 },
+    lastUserAgent: 'crm-sync/4.2',
+    stage: 'translate',
+  },
+  {
+    route: 'connection-get',
+    consumer: 'unauthenticated',
+    fingerprint: null,
+    name: null,
+    firstSeen: RECENT,
+    lastSeen: RECENT,
+    calls: { '4xx': 1 },
+    lastUserAgent: null,
+    stage: 'gone',
+  },
+];
+
+function dataDirWith(content: string): string {
+  const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-report-'));
+  writeFileSync(join(dataDir, LEDGER_FILE), content);
+  return dataDir;
+}
+
+describe('npm run report', () => {
+  it('prints the ledger file as a table, with configured names', async () => {
+    const dataDir = dataDirWith(JSON.stringify({ format: 1, written_at: '', entries: ENTRIES }));
+    const config = writeConfigFile({ consumers: { '0123456789abcdef': 'crm' } });
+    const { code, stdout } = await runReport({ SHIM_DATA_DIR: dataDir, SHIM_CONFIG: config });
+    expect(code).toBe(0);
+    const lines = stdout.split('\n');
+    expect(lines[0]).toMatch(/^ROUTE\s+CONSUMER\s+CALLS\s+LAST SEEN\s+CLIENT$/);
+    expect(stdout).toMatch(/connection-metadata\s+crm \(0123456789abcdef\)\s+42\s+\S+Z\s+crm-sync\/4\.2/);
+    expect(stdout).toMatch(/connection-get\s+unauthenticated\s+1\s+\S+Z\s+-/);
+    expect(stdout).toMatch(/still called: connection-metadata\n/);
+  });
+
+  it('prints JSON for scripts with --json', async () => {
+    const dataDir = dataDirWith(JSON.stringify({ format: 1, written_at: '', entries: ENTRIES }));
+    const { code, stdout } = await runReport({ SHIM_DATA_DIR: dataDir }, ['--json']);
+    expect(code).toBe(0);
+    const report = JSON.parse(stdout);
+    expect(report.routes.find((route: { route: string }) => route.route === 'connection-get')).toMatchObject({
+      safe_to_sunset: true,
+      consumers: [{ consumer: 'unauthenticated', total_calls: 1 }],
+    });
+  });
+
+  it('says so when nothing was recorded, and fails on a file that is not a ledger', async () => {
+    const empty = await runReport({ SHIM_DATA_DIR: mkdtempSync(join(tmpdir(), 'nango-shim-report-')) });
+    expect(empty.code).toBe(0);
+    expect(empty.stdout).toContain('(no deprecated calls recorded)');
+    const broken = await runReport({ SHIM_DATA_DIR: dataDirWith('{"format":1') });
+    expect(broken.code).toBe(1);
+    expect(broken.stderr).toMatch(/^cannot read the ledger file in /);
+  });
+
+  it.skipIf(!HAS_REDIS_SERVER)('reads the ledger from Redis with SHIM_REDIS_URL', async () => {
+    const redis = await startTestRedis();
+    try {
+      const connection = createRedisConnection({ url: redis.url, logger: createLogger('silent') });
+      await connection.whenReady(5_000);
+      expect(await createRedisLedgerStore(connection).write(ENTRIES)).toEqual([]);
+      await connection.close();
+      const { code, stdout } = await runReport({ SHIM_REDIS_URL: redis.url }, ['--json']);
+      expect(code).toBe(0);
+      const metadata = JSON.parse(stdout).routes[0];
+      expect(metadata).toMatchObject({ route: 'connection-metadata', safe_to_sunset: false });
+      expect(metadata.consumers[0]).toMatchObject({ consumer: '0123456789abcdef', total_calls: 42 });
+
+      await redis.stop();
+      const down = await runReport({ SHIM_REDIS_URL: redis.url });
+      expect(down.code).toBe(1);
+      expect(down.stderr).toContain('cannot read the ledger in Redis');
+    } finally {
+      await redis.close();
+    }
+  });
+});

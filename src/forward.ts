@@ -66,8 +66,19 @@ const CONNECT_FAILURES = new Set([
   'ENETUNREACH',
   'ECONNABORTED',
 ]);
+/**
+ * A certificate the upstream's TLS handshake did not pass (untrusted, expired, wrong name): no byte of the
+ * request left, so the upstream is unreachable as configured, never "the call may have been applied".
+ */
+const CERTIFICATE_REJECTED = /CERT|^UNABLE_TO_|^HOSTNAME_MISMATCH$|^INVALID_CA$/;
 const TIMED_OUT = Symbol('timed out');
 const NO_OPTIONS = Object.freeze({});
+/**
+ * http-proxy-3 rebuilds the path through WHATWG URL parsing, which resolves dot segments (`/x/../connection/
+ * metadata`, `%2e%2e`) and re-encodes characters (`{`, `'`): the upstream would get a route the shim never
+ * matched. `toProxy` makes it send an origin-form target (RFC 9112 §3.2.1) exactly as received.
+ */
+const AS_RECEIVED = Object.freeze({ toProxy: true });
 
 interface TimeoutMarked extends Error {
   [TIMED_OUT]?: true;
@@ -77,6 +88,7 @@ interface TimeoutMarked extends Error {
 export function classifyFailure(error: Error, requestSent: boolean): UpstreamFailure {
   if ((error as TimeoutMarked)[TIMED_OUT]) return 'timeout';
   const code = (error as NodeJS.ErrnoException).code ?? '';
+  if (CERTIFICATE_REJECTED.test(code)) return 'unreachable';
   if (!requestSent && CONNECT_FAILURES.has(code)) return 'unreachable';
   if (CONNECT_FAILURES.has(code) && code !== 'ECONNABORTED') return 'unreachable';
   return 'lost';
@@ -86,6 +98,44 @@ function timeoutError(ms: number): TimeoutMarked {
   const error: TimeoutMarked = new Error(`no answer from the upstream within ${ms} ms`);
   error[TIMED_OUT] = true;
   return error;
+}
+
+/** RFC 9110 §7.6.1: options of one connection, never forwarded by a proxy. */
+const CONNECTION_OPTIONS = ['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade'];
+/** Framing stays whatever Connection names: node:http frames the streamed body by it. */
+const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
+
+/**
+ * Removes a connection's own options (RFC 9110 §7.6.1) from headers about to cross the shim: http-proxy-3
+ * forwards them, so a client's `Connection: close` closed the pooled upstream socket after every answer,
+ * and the upstream's `Connection: keep-alive` / `Keep-Alive: timeout=61` overrode the shim's own.
+ */
+function dropConnectionOptions(headers: IncomingHttpHeaders): void {
+  const named = String(headers.connection ?? '')
+    .split(',')
+    .map((token) => token.trim().toLowerCase());
+  for (const name of [...CONNECTION_OPTIONS, ...named]) {
+    if (name !== '' && !FRAMING.has(name)) delete headers[name];
+  }
+}
+
+/** The per-call options of a pass-through: the target as received when it is origin-form. */
+function passOptions(req: IncomingMessage): typeof NO_OPTIONS | typeof AS_RECEIVED {
+  return req.url?.startsWith('/') ? AS_RECEIVED : NO_OPTIONS;
+}
+
+/**
+ * Arms the no-answer timeout on every request the agent carries. http-proxy-3 announces no `proxyReq` for a
+ * request with an `Expect` header (its head is already flushed) nor for a WebSocket upgrade, and those hung
+ * for ever on a silent upstream. `addRequest` is where node:http hands each request to its agent.
+ */
+function armAnswerTimeouts(agent: http.Agent, timeoutMs: number): void {
+  const carrier = agent as http.Agent & { addRequest(req: http.ClientRequest, options: object): void };
+  const addRequest = carrier.addRequest.bind(agent);
+  carrier.addRequest = (req, options) => {
+    req.setTimeout(timeoutMs, () => req.destroy(timeoutError(timeoutMs)));
+    addRequest(req, options);
+  };
 }
 
 export function createForwarder(config: Config, onPassThroughError: PassThroughErrorHandler): Forwarder {
@@ -104,6 +154,8 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     ? new https.Agent({ ...agentOptions, ca, rejectUnauthorized: true })
     : new http.Agent(agentOptions);
   const timeoutMs = config.upstream.timeoutMs;
+  // A no-answer timeout measured on the upstream socket, so 504 can be told apart from a reset.
+  armAnswerTimeouts(agent, timeoutMs);
   const host = target.host;
   const basePath = target.pathname.replace(/\/$/, '');
 
@@ -117,9 +169,10 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     ws: true,
     ...(ca ? { ca } : {}),
   });
-  // A no-answer timeout measured on the upstream socket, so 504 can be told apart from a reset.
-  proxy.on('proxyReq', (proxyReq) => {
-    proxyReq.setTimeout(timeoutMs, () => proxyReq.destroy(timeoutError(timeoutMs)));
+  // The answer's connection is the client's: keep-alive unless it or the draining server said otherwise.
+  proxy.on('proxyRes', (proxyRes, _req, res) => {
+    dropConnectionOptions(proxyRes.headers);
+    proxyRes.headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
   });
   const handleProxyError = (error: Error, req: IncomingMessage, res: ServerResponse | Duplex) => {
     onPassThroughError(classifyFailure(error, false), error, req, res);
@@ -139,7 +192,6 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
         headers: request.headers,
         agent,
       });
-      upstreamRequest.setTimeout(timeoutMs, () => upstreamRequest.destroy(timeoutError(timeoutMs)));
       upstreamRequest.on('error', (error) => reject(new UpstreamError(classifyFailure(error, sent), error)));
       upstreamRequest.on('finish', () => {
         sent = true;
@@ -165,15 +217,16 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   return {
     host,
     web(req, res, body) {
+      dropConnectionOptions(req.headers);
       proxy.web(
         req,
         res,
-        body === undefined ? NO_OPTIONS : { buffer: Readable.from([body]) },
+        body === undefined ? passOptions(req) : { ...passOptions(req), buffer: Readable.from([body]) },
         handleProxyError,
       );
     },
     ws(req, socket, head) {
-      proxy.ws(req, socket, head, NO_OPTIONS, handleProxyError);
+      proxy.ws(req, socket, head, passOptions(req), handleProxyError);
     },
     send,
     close() {

@@ -18,7 +18,7 @@ const BAD_REQUEST =
 /** The public listener: node:http with the timeouts a gateway needs, the app's handlers, and draining. */
 export function createShimServer(app: App, config: Config, logger: Logger): ShimServer {
   let draining = false;
-  let active = 0;
+  const active = new Set<ServerResponse>();
   let onIdle: (() => void) | undefined;
 
   const server = http.createServer(
@@ -29,10 +29,10 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
       keepAliveTimeout: config.server.keepAliveTimeoutMs,
     },
     function handleShimRequest(req: IncomingMessage, res: ServerResponse) {
-      active += 1;
+      active.add(res);
       res.once('close', () => {
-        active -= 1;
-        if (active === 0 && onIdle) onIdle();
+        active.delete(res);
+        if (active.size === 0 && onIdle) onIdle();
       });
       // While draining, every answer closes its connection so keep-alive clients move on.
       if (draining) res.shouldKeepAlive = false;
@@ -50,9 +50,11 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
     get draining() {
       return draining;
     },
-    inFlight: () => active,
+    inFlight: () => active.size,
     drain(graceMs) {
       draining = true;
+      // Answers still to come close their connection too, so their clients do not reuse a closing socket.
+      for (const res of active) res.shouldKeepAlive = false;
       return new Promise((resolve) => {
         let settled = false;
         const finish = (clean: boolean) => {
@@ -63,14 +65,14 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
           resolve(clean);
         };
         const deadline = setTimeout(() => {
-          logger.warn({ inFlight: active }, 'grace period over, cutting remaining requests');
+          logger.warn({ inFlight: active.size }, 'grace period over, cutting remaining requests');
           finish(false);
         }, graceMs);
         deadline.unref();
         server.close(() => finish(true));
         server.closeIdleConnections();
         onIdle = () => server.closeIdleConnections();
-        if (active === 0) server.closeIdleConnections();
+        if (active.size === 0) server.closeIdleConnections();
       });
     },
   };

@@ -90,7 +90,10 @@ describe('the cutover is a config change', () => {
     fake = await startFakeNango({ legacyRoutes: false });
     const file = writeConfigFile({ routes: { 'connection-metadata': { stage: 'gone' } } });
     shim = await startChildShim({ SHIM_CONFIG: file, SHIM_UPSTREAM_URL: fake.url });
-    writeFileSync(file, '{"routes": {"connection-metadata": {"stage": "translate", "canaryPercent": 400}}, "oops": 1}');
+    writeFileSync(
+      file,
+      '{"routes": {"connection-metadata": {"stage": "translate", "canaryPercent": 400}}, "oops": 1}',
+    );
     shim.child.kill('SIGHUP');
     const deadline = Date.now() + 5_000;
     while (!shim.lines.some((line) => line.msg === 'config reload refused') && Date.now() < deadline) {

@@ -1,0 +1,138 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createTestCertificates, hasOpenssl, type TestCertificates } from './support/certificates.js';
+import { type ChildShim, startChildShim } from './support/child-shim.js';
+import { type RunningShim, startShim } from './support/shim.js';
+import { type RecordingUpstream, readAll, request, startUpstream, within } from './support/upstream.js';
+
+/**
+ * An https:// upstream: its certificate is verified, against the CA named by `upstream.caFile`
+ * (SHIM_UPSTREAM_CA_FILE) when set and the default trust store otherwise; a certificate that does not
+ * verify is a 502, never an unverified success.
+ */
+
+const OPENSSL = hasOpenssl();
+const TITLE = OPENSSL
+  ? 'https upstream'
+  : 'https upstream (SKIPPED: no `openssl` binary on PATH to make the test certificates)';
+
+if (!OPENSSL) console.warn(`${TITLE}: install openssl to run them`);
+
+let trusted: TestCertificates | undefined;
+let wrongName: TestCertificates | undefined;
+let upstream: RecordingUpstream | undefined;
+let shim: RunningShim | undefined;
+let child: ChildShim | undefined;
+
+beforeAll(() => {
+  if (!OPENSSL) return;
+  // Read-only fixtures shared by the tests: a CA with a certificate for 127.0.0.1, and one for another name.
+  trusted = createTestCertificates();
+  wrongName = createTestCertificates('DNS:nango.example.invalid');
+});
+
+afterAll(() => {
+  trusted?.remove();
+  wrongName?.remove();
+});
+
+afterEach(async () => {
+  await shim?.close();
+  await child?.stop();
+  await upstream?.close();
+  shim = undefined;
+  child = undefined;
+  upstream = undefined;
+});
+
+async function httpsUpstream(certificates: TestCertificates) {
+  upstream = await startUpstream(
+    async (req, res) => {
+      const body = await readAll(req);
+      res.writeHead(200, { 'content-type': 'text/plain', 'set-cookie': ['a=1', 'b=2'] });
+      res.end(`secure ${req.method} ${req.url} ${body.toString()}`);
+    },
+    { tls: { key: certificates.key, cert: certificates.cert } },
+  );
+  return upstream;
+}
+
+describe.skipIf(!OPENSSL)(TITLE, () => {
+  it('passes through to an upstream whose certificate the CA in upstream.caFile issued', async () => {
+    const certificates = trusted as TestCertificates;
+    const secure = await httpsUpstream(certificates);
+    shim = await startShim(secure.url, { upstream: { caFile: certificates.caFile } });
+
+    const res = await request(shim.url, {
+      method: 'PUT',
+      path: '/connection/metadata?x=%20',
+      body: 'payload',
+    });
+
+    expect(res.status).toBe(200);
+    expect(res.body.toString()).toBe('secure PUT /connection/metadata?x=%20 payload');
+    expect(res.headers['set-cookie']).toEqual(['a=1', 'b=2']);
+    expect(secure.requests).toHaveLength(1);
+    expect(secure.requests[0]?.headers['x-forwarded-proto']).toBe('http');
+  });
+
+  it('keeps pooled TLS connections to the upstream', async () => {
+    const certificates = trusted as TestCertificates;
+    const secure = await httpsUpstream(certificates);
+    shim = await startShim(secure.url, { upstream: { caFile: certificates.caFile } });
+
+    for (let i = 0; i < 10; i++)
+      expect((await request(shim.url, { path: `/providers?n=${i}` })).status).toBe(200);
+
+    expect(secure.requests).toHaveLength(10);
+    expect(new Set(secure.requests.map((seen) => seen.remotePort)).size).toBeLessThanOrEqual(2);
+  });
+
+  it('answers 502 and never reaches the upstream when the certificate is not trusted by default', async () => {
+    const secure = await httpsUpstream(trusted as TestCertificates);
+    shim = await startShim(secure.url, { upstream: { caFile: null } });
+
+    const res = await request(shim.url, { path: '/providers', headers: { authorization: 'Bearer k' } });
+
+    expect(res.status).toBe(502);
+    expect(JSON.parse(res.body.toString())).toEqual({
+      // The handshake failed before any byte of the request left: unreachable, not "may have been applied".
+      error: { code: 'upstream_unreachable', message: expect.any(String) },
+    });
+    expect(secure.requests).toHaveLength(0);
+    expect(shim.logs()).toContainEqual(
+      expect.objectContaining({
+        msg: 'upstream request failed',
+        reason: expect.stringMatching(/certificate/i),
+      }),
+    );
+  });
+
+  it('answers 502 when a trusted CA issued the certificate for another name', async () => {
+    const certificates = wrongName as TestCertificates;
+    const secure = await httpsUpstream(certificates);
+    shim = await startShim(secure.url, { upstream: { caFile: certificates.caFile } });
+
+    const res = await request(shim.url, { path: '/providers' });
+
+    expect(res.status).toBe(502);
+    expect(secure.requests).toHaveLength(0);
+    expect(shim.logs()).toContainEqual(
+      expect.objectContaining({ msg: 'upstream request failed', reason: expect.stringMatching(/altnames/i) }),
+    );
+  });
+
+  it('takes the CA from SHIM_UPSTREAM_CA_FILE in the real entry point', async () => {
+    const certificates = trusted as TestCertificates;
+    const secure = await httpsUpstream(certificates);
+    child = await startChildShim({
+      SHIM_UPSTREAM_URL: secure.url,
+      SHIM_UPSTREAM_CA_FILE: certificates.caFile,
+    });
+
+    const res = await within(5_000, 'answer', request(child.url, { path: '/providers' }));
+
+    expect(res.status).toBe(200);
+    expect(res.body.toString()).toBe('secure GET /providers ');
+    expect(secure.requests).toHaveLength(1);
+  });
+});

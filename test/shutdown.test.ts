@@ -1,0 +1,252 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type ChildShim, startChildShim, writeConfigFile } from './support/child-shim.js';
+import { type RecordingUpstream, request, startUpstream, within } from './support/upstream.js';
+
+/**
+ * The real entry point, run as a child process: SIGTERM/SIGINT stop the listener, let in-flight requests
+ * finish within `server.shutdownGraceMs`, and exit 0 (1 when the grace period had to cut some); a bad
+ * configuration stops it before it listens. Its logs are JSON lines on stdout.
+ */
+
+const SLOW_MS = 500;
+const SECRET = 'Bearer 5ec7e7a1-5107-4b1d-9c0d-5d0e5ec7e7a1';
+
+let upstream: RecordingUpstream | undefined;
+let child: ChildShim | undefined;
+let agent: http.Agent | undefined;
+
+afterEach(async () => {
+  agent?.destroy();
+  if (child && child.child.exitCode === null && child.child.signalCode === null) {
+    child.child.kill('SIGKILL');
+  }
+  if (child) await within(5_000, 'child exit', child.exited);
+  await upstream?.close();
+  agent = undefined;
+  child = undefined;
+  upstream = undefined;
+});
+
+/** `/slow` answers after `slowMs`, anything else at once. */
+async function startSlowUpstream(slowMs = SLOW_MS) {
+  upstream = await startUpstream((req, res) => {
+    req.resume();
+    const delay = req.url === '/slow' ? slowMs : 0;
+    const timer = setTimeout(() => res.end(`answered ${req.url}`), delay);
+    res.once('close', () => clearTimeout(timer));
+  });
+  return upstream;
+}
+
+/** The first log line with `msg`, as soon as the child writes it. */
+function waitForLine(shim: ChildShim, msg: string, timeoutMs = 5_000) {
+  const stdout = shim.child.stdout;
+  let onData = () => {};
+  return within(
+    timeoutMs,
+    `"${msg}" log line`,
+    new Promise<Record<string, unknown>>((resolve) => {
+      // child-shim's own listener, registered first, has parsed the chunk by the time this one runs.
+      onData = () => {
+        const line = shim.lines.find((entry) => entry.msg === msg);
+        if (line) resolve(line);
+      };
+      stdout?.on('data', onData);
+      onData();
+    }),
+  ).finally(() => stdout?.off('data', onData));
+}
+
+/** Whether a TCP connection to the port is refused (nothing listens) or accepted. */
+function connectOutcome(port: number): Promise<'refused' | 'accepted'> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('accepted');
+    });
+    socket.once('error', (error: NodeJS.ErrnoException) => {
+      resolve(error.code === 'ECONNREFUSED' ? 'refused' : 'accepted');
+    });
+  });
+}
+
+/**
+ * Resolves once connections to the port are refused. The "shutting down" line can reach stdout (an async
+ * write on another thread) a moment before the listener closes, so this probes instead of trying once.
+ */
+async function refusedSoon(url: string, timeoutMs = 2_000): Promise<void> {
+  const port = Number(new URL(url).port);
+  const deadline = performance.now() + timeoutMs;
+  while ((await connectOutcome(port)) !== 'refused') {
+    if (performance.now() > deadline) throw new Error(`still accepting connections after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+function expectOnlyJsonLines(shim: ChildShim) {
+  expect(shim.lines.length).toBeGreaterThan(0);
+  expect(shim.lines.filter((line) => 'unparsed' in line)).toEqual([]);
+  for (const line of shim.lines) {
+    expect(line).toMatchObject({
+      level: expect.any(String),
+      time: expect.any(String),
+      msg: expect.any(String),
+    });
+  }
+}
+
+describe('graceful shutdown', () => {
+  it('lets an in-flight request finish on SIGTERM, refuses new connections, and exits 0', async () => {
+    const slow = await startSlowUpstream();
+    child = await startChildShim({ SHIM_UPSTREAM_URL: slow.url });
+    const shim = child;
+    agent = new http.Agent({ keepAlive: true });
+
+    const inFlight = request(shim.url, { path: '/slow', headers: { authorization: SECRET }, agent });
+    let answered = false;
+    inFlight.then(
+      () => {
+        answered = true;
+      },
+      () => {},
+    );
+    await slow.waitForRequests(1);
+    shim.child.kill('SIGTERM');
+    const stopping = await waitForLine(shim, 'shutting down');
+
+    expect(stopping).toMatchObject({ signal: 'SIGTERM', inFlight: 1 });
+    await refusedSoon(shim.url);
+    // Refused while the slow request was still being served.
+    expect(answered).toBe(false);
+    const res = await within(5_000, 'in-flight answer', inFlight);
+    expect(res.status).toBe(200);
+    expect(res.body.toString()).toBe('answered /slow');
+    // A keep-alive client is told to move on rather than reuse a connection about to close.
+    expect(res.headers.connection).toBe('close');
+    expect(await within(5_000, 'exit', shim.exited)).toBe(0);
+    expect(slow.requests.map((seen) => seen.url)).toEqual(['/slow']);
+    expectOnlyJsonLines(shim);
+    expect(shim.lines).toContainEqual(expect.objectContaining({ msg: 'shutdown complete', clean: true }));
+    expect(JSON.stringify(shim.lines)).not.toContain(SECRET.slice('Bearer '.length));
+  });
+
+  it('closes idle keep-alive connections at once instead of waiting out the grace period', async () => {
+    const quick = await startSlowUpstream();
+    child = await startChildShim({ SHIM_UPSTREAM_URL: quick.url });
+    const shim = child;
+    agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    expect((await request(shim.url, { path: '/providers', agent })).status).toBe(200);
+    const [idle] = Object.values(agent.freeSockets).flat();
+    expect(idle).toBeDefined();
+    const idleClosed = new Promise<void>((resolve) => idle?.once('close', () => resolve()));
+
+    const started = performance.now();
+    shim.child.kill('SIGTERM');
+    await within(3_000, 'idle connection closed', idleClosed);
+
+    expect(await within(5_000, 'exit', shim.exited)).toBe(0);
+    // The default grace period is 10 s: an idle connection must not hold the shutdown.
+    expect(performance.now() - started).toBeLessThan(3_000);
+  });
+
+  it('exits 0 on SIGINT too', async () => {
+    const quick = await startSlowUpstream();
+    child = await startChildShim({ SHIM_UPSTREAM_URL: quick.url });
+
+    child.child.kill('SIGINT');
+
+    expect(await within(5_000, 'exit', child.exited)).toBe(0);
+    expect(child.lines).toContainEqual(expect.objectContaining({ msg: 'shutting down', signal: 'SIGINT' }));
+    expectOnlyJsonLines(child);
+  });
+
+  it('cuts a request still running when the grace period ends, and exits non-zero', async () => {
+    const slow = await startSlowUpstream(3_000);
+    const configFile = writeConfigFile({ server: { shutdownGraceMs: 100 } });
+    child = await startChildShim({ SHIM_UPSTREAM_URL: slow.url, SHIM_CONFIG: configFile });
+    const shim = child;
+
+    const inFlight = request(shim.url, { path: '/slow' });
+    await slow.waitForRequests(1);
+    const started = performance.now();
+    shim.child.kill('SIGTERM');
+
+    // Cut, never answered as if it had succeeded.
+    await expect(within(3_000, 'cut request', inFlight)).rejects.toThrow(/socket hang up|ECONNRESET|aborted/);
+    const code = await within(3_000, 'exit', shim.exited);
+    expect(code).not.toBe(0);
+    expect(code).not.toBeNull();
+    expect(performance.now() - started).toBeLessThan(2_000);
+    expectOnlyJsonLines(shim);
+    expect(shim.lines).toContainEqual(
+      expect.objectContaining({
+        level: 'warn',
+        msg: 'grace period over, cutting remaining requests',
+        inFlight: 1,
+      }),
+    );
+    expect(shim.lines).toContainEqual(expect.objectContaining({ clean: false }));
+  });
+});
+
+/** Runs the entry point expecting it to refuse to start; resolves with its exit code and output. */
+function runRefusingShim(env: Record<string, string>) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-data-'));
+  const started = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: new URL('..', import.meta.url),
+    env: {
+      PATH: process.env.PATH ?? '',
+      SHIM_HOST: '127.0.0.1',
+      SHIM_ADMIN_PORT: '0',
+      SHIM_DATA_DIR: dataDir,
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  started.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('utf8');
+  });
+  started.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString('utf8');
+  });
+  const exited = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    started.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+  return within(10_000, 'refusing shim exit', exited).finally(() => {
+    if (started.exitCode === null) started.kill('SIGKILL');
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+}
+
+describe('a bad configuration', () => {
+  it.each([
+    ['SHIM_PORT', 'notaport', 'server.port'],
+    ['SHIM_UPSTREAM_URL', 'ftp://127.0.0.1:21', 'upstream.url'],
+    ['SHIM_UPSTREAM_TIMEOUT_MS', '-5', 'upstream.timeoutMs'],
+  ])('%s=%s stops the shim before it listens, naming the field', async (name, value, field) => {
+    const env: Record<string, string> = { SHIM_PORT: '0', SHIM_UPSTREAM_URL: 'http://127.0.0.1:1' };
+    env[name] = value;
+
+    const { code, stdout, stderr } = await runRefusingShim(env);
+
+    expect(code).not.toBe(0);
+    expect(code).not.toBeNull();
+    expect(stdout).not.toContain('shim listening');
+    const report = JSON.parse(stderr.trim().split('\n').at(-1) ?? '{}') as {
+      msg?: string;
+      problems?: string[];
+    };
+    expect(report.msg).toBe('invalid configuration');
+    expect(report.problems?.join('\n')).toContain(field);
+    expect(report.problems?.join('\n')).toContain(name);
+  });
+});

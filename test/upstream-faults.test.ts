@@ -1,0 +1,240 @@
+import http from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type RunningShim, startShim } from './support/shim.js';
+import {
+  closedPort,
+  type RecordingUpstream,
+  request,
+  startUpstream,
+  type UpgradeHandler,
+  type UpstreamHandler,
+  within,
+} from './support/upstream.js';
+
+/**
+ * What a pass-through client gets when the upstream fails: 502 when it cannot be reached, 504 when it does
+ * not answer within `upstream.timeoutMs`, a cut answer (never a fake success) when it breaks mid-body; and
+ * the shim serves the next request normally.
+ */
+
+const TIMEOUT_MS = 300;
+/** Distinctive enough that finding it anywhere in the logs can only mean a leak. */
+const SECRET = 'Bearer 5ec7e7a1-0000-4b1d-9c0d-1eaked5ec7e7';
+
+let upstream: RecordingUpstream | undefined;
+let shim: RunningShim | undefined;
+
+afterEach(async () => {
+  await shim?.close();
+  await upstream?.close();
+  shim = undefined;
+  upstream = undefined;
+});
+
+/** The first request meets `fault`; every later one is answered 200 `healthy`. */
+function firstThen(fault: UpstreamHandler): UpstreamHandler {
+  let calls = 0;
+  return (req, res) => {
+    calls += 1;
+    if (calls === 1) return fault(req, res);
+    req.resume();
+    req.on('end', () => res.end('healthy'));
+  };
+}
+
+async function through(handler: UpstreamHandler, onUpgrade?: UpgradeHandler) {
+  upstream = await startUpstream(handler, onUpgrade ? { onUpgrade } : {});
+  shim = await startShim(upstream.url, { upstream: { timeoutMs: TIMEOUT_MS } });
+  return { upstream, shim };
+}
+
+async function timed<T>(work: Promise<T>): Promise<{ value: T; ms: number }> {
+  const started = performance.now();
+  const value = await work;
+  return { value, ms: performance.now() - started };
+}
+
+function expectNextRequestHealthy(shimUrl: string) {
+  return expect(
+    request(shimUrl, { path: '/providers' }).then((res) => [res.status, res.body.toString()]),
+  ).resolves.toEqual([200, 'healthy']);
+}
+
+describe('an upstream that cannot be reached', () => {
+  it('answers 502 upstream_unreachable at once, and again for the next request', async () => {
+    shim = await startShim(`http://127.0.0.1:${await closedPort()}`, { upstream: { timeoutMs: 5_000 } });
+
+    const { value: res, ms } = await timed(request(shim.url, { path: '/providers' }));
+
+    expect(ms).toBeLessThan(1_000);
+    expect(res.status).toBe(502);
+    expect(res.headers['content-type']).toMatch(/^application\/json/);
+    const body = JSON.parse(res.body.toString());
+    expect(Object.keys(body)).toEqual(['error']);
+    expect(body.error).toEqual({ code: 'upstream_unreachable', message: expect.any(String) });
+    // The shim is not left in a bad state: the next request is answered just as fast.
+    const next = await timed(request(shim.url, { method: 'POST', path: '/connection', body: '{}' }));
+    expect(next.value.status).toBe(502);
+    expect(next.ms).toBeLessThan(1_000);
+    expect(shim.shim.inFlight()).toBe(0);
+  });
+});
+
+describe('an upstream that never answers', () => {
+  it('answers 504 upstream_timeout after about upstream.timeoutMs, then serves the next request', async () => {
+    const { upstream, shim } = await through(firstThen(() => {}));
+
+    const { value: res, ms } = await timed(request(shim.url, { path: '/providers?slow=1' }));
+
+    expect(upstream.requests[0]?.url).toBe('/providers?slow=1');
+    expect(res.status).toBe(504);
+    expect(JSON.parse(res.body.toString())).toEqual({
+      error: { code: 'upstream_timeout', message: expect.any(String) },
+    });
+    expect(ms).toBeGreaterThanOrEqual(TIMEOUT_MS - 20);
+    expect(ms).toBeLessThan(TIMEOUT_MS + 1_000);
+    await expectNextRequestHealthy(shim.url);
+  });
+
+  it('answers 504 to a request sent with Expect: 100-continue too', async () => {
+    // http-proxy-3 does not announce such requests with `proxyReq`; the timeout must not depend on it.
+    const { upstream, shim } = await through(firstThen((req) => req.resume()));
+
+    const { value: res, ms } = await timed(
+      within(
+        5_000,
+        'answer to an Expect request',
+        request(shim.url, {
+          method: 'POST',
+          path: '/connection',
+          headers: { expect: '100-continue', 'content-type': 'application/json' },
+          body: '{"provider_config_key":"github"}',
+        }),
+      ),
+    );
+
+    expect(upstream.requests[0]?.headers.expect).toBe('100-continue');
+    expect(res.status).toBe(504);
+    expect(ms).toBeLessThan(TIMEOUT_MS + 1_000);
+    await expectNextRequestHealthy(shim.url);
+  });
+
+  it('closes a WebSocket upgrade the upstream never answers after about upstream.timeoutMs', async () => {
+    // The upgrade request is never answered.
+    const { upstream, shim } = await through(
+      () => {},
+      () => {},
+    );
+    const url = new URL(shim.url);
+
+    let req: http.ClientRequest | undefined;
+    const closed = new Promise<string>((resolve) => {
+      req = http.request({
+        host: url.hostname,
+        port: url.port,
+        path: '/ws',
+        agent: false,
+        headers: {
+          connection: 'Upgrade',
+          upgrade: 'websocket',
+          'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
+          'sec-websocket-version': '13',
+        },
+      });
+      req.on('upgrade', (_res, socket) => {
+        socket.destroy();
+        resolve('upgraded');
+      });
+      req.on('response', (res) => resolve(`answered ${res.statusCode}`));
+      req.on('error', (error) => resolve(error.message));
+      req.end();
+    });
+    const { value: outcome, ms } = await timed(
+      within(5_000, 'upgrade outcome', closed).finally(() => req?.destroy()),
+    );
+
+    expect(upstream.requests[0]?.headers.upgrade).toBe('websocket');
+    expect(outcome).toBe('socket hang up');
+    expect(ms).toBeLessThan(TIMEOUT_MS + 1_000);
+  });
+});
+
+describe('an upstream that breaks the connection', () => {
+  it('answers 502 upstream_response_lost when it resets before answering', async () => {
+    const { upstream, shim } = await through(firstThen((req) => req.socket.resetAndDestroy()));
+
+    const res = await request(shim.url, { method: 'PUT', path: '/connection/metadata', body: '{}' });
+
+    expect(upstream.requests).toHaveLength(1);
+    expect(res.status).toBe(502);
+    expect(JSON.parse(res.body.toString())).toEqual({
+      error: { code: 'upstream_response_lost', message: expect.any(String) },
+    });
+    await expectNextRequestHealthy(shim.url);
+  });
+
+  it.each([
+    ['a content-length answer', { 'content-length': '100000' }],
+    ['a chunked answer', {}],
+  ])('cuts the client’s answer when it resets in the middle of %s', async (_name, headers) => {
+    const { shim } = await through(
+      firstThen((req, res) => {
+        req.resume();
+        res.writeHead(200, { 'content-type': 'application/octet-stream', ...headers });
+        res.write(Buffer.alloc(1000, 1));
+        setTimeout(() => req.socket.resetAndDestroy(), 50);
+      }),
+    );
+
+    // Never a complete answer: the client must see the break, not a short body passing for the whole.
+    await expect(within(5_000, 'cut answer', request(shim.url, { path: '/files/1' }))).rejects.toThrow(
+      /aborted|incomplete|ECONNRESET|socket hang up/,
+    );
+    expect(shim.logs()).toContainEqual(
+      expect.objectContaining({ msg: 'upstream request failed', failure: 'lost', path: '/files/1' }),
+    );
+    await expectNextRequestHealthy(shim.url);
+  });
+});
+
+describe('logs', () => {
+  it('never contain an Authorization header, passed through or failed', async () => {
+    let calls = 0;
+    const { shim: healthyShim } = await through((req, res) => {
+      calls += 1;
+      req.resume();
+      // The second request is never answered (504), the third is reset (502), the others succeed.
+      if (calls === 3) req.socket.resetAndDestroy();
+      else if (calls !== 2) res.end('ok');
+    });
+    const unreachable = await startShim(`http://127.0.0.1:${await closedPort()}`);
+    try {
+      const headers = { authorization: SECRET, 'content-type': 'application/json' };
+      const statuses = [
+        (await request(healthyShim.url, { path: '/providers', headers })).status,
+        (await request(healthyShim.url, { path: '/providers', headers })).status,
+        (await request(healthyShim.url, { method: 'PUT', path: '/connection/metadata', headers, body: '{}' }))
+          .status,
+        (await request(unreachable.url, { path: '/providers', headers })).status,
+        // A translated (owned) route failing on the unreachable upstream.
+        (
+          await request(unreachable.url, {
+            method: 'PATCH',
+            path: '/connection/metadata',
+            headers,
+            body: '{"connection_id":"c","provider_config_key":"p","metadata":{}}',
+          })
+        ).status,
+      ];
+      expect(statuses).toEqual([200, 504, 502, 502, 502]);
+
+      const logText = healthyShim.logText() + unreachable.logText();
+      // The failures were logged, so the scan below reads real lines.
+      expect(logText).toContain('upstream request failed');
+      expect(logText).not.toContain(SECRET.slice('Bearer '.length));
+      expect(logText.toLowerCase()).not.toContain('bearer');
+    } finally {
+      await unreachable.close();
+    }
+  });
+});

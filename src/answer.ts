@@ -1,4 +1,5 @@
-import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { type OutgoingHttpHeaders, type ServerResponse, STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { LocalAnswer } from './errors.js';
 
 const JSON_TYPE = 'application/json; charset=utf-8';
@@ -35,4 +36,20 @@ export function sendBytes(
   headers['content-length'] = body.length;
   res.writeHead(status, headers);
   res.end(body);
+}
+
+/**
+ * The same answer on a raw socket, for an upgrade request that failed before the upstream switched
+ * protocols: the client gets a real HTTP status instead of a dropped connection.
+ */
+export function sendLocalAnswerOnSocket(socket: Duplex, answer: LocalAnswer): void {
+  if (!socket.writable || socket.writableEnded) {
+    socket.destroy();
+    return;
+  }
+  const body = JSON.stringify(answer.body);
+  socket.end(
+    `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status] ?? ''}\r\nContent-Type: ${JSON_TYPE}\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { sendLocalAnswer } from './answer.js';
+import { sendLocalAnswer, sendLocalAnswerOnSocket } from './answer.js';
 import { fingerprintOf } from './api-key.js';
 import type { ActiveConfig, RouteConfig, RouteId } from './config.js';
 import { chooseRoute, type RouteDecision } from './cutover.js';
@@ -114,7 +114,7 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
       'upstream request failed',
     );
     if ('writeHead' in res) sendLocalAnswer(res, upstreamFailureAnswer(failure));
-    else res.destroy();
+    else sendLocalAnswerOnSocket(res, upstreamFailureAnswer(failure));
   }
 
   const forwarder: Forwarder = createForwarder(configs.current.config, onPassThroughError);

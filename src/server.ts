@@ -1,5 +1,6 @@
 import http, { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { App } from './app.js';
 import type { Config } from './config.js';
@@ -39,7 +40,14 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
       app.handleRequest(req, res);
     },
   );
-  server.on('upgrade', (req, socket, head) => app.handleUpgrade(req, socket, head));
+  // Upgraded connections (WebSockets) are no longer the HTTP server's: they are tracked here so that a
+  // shutdown can end them, since they never finish on their own.
+  const upgraded = new Set<Duplex>();
+  server.on('upgrade', (req, socket: Duplex, head) => {
+    upgraded.add(socket);
+    socket.once('close', () => upgraded.delete(socket));
+    app.handleUpgrade(req, socket, head);
+  });
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
     if (error.code !== 'ECONNRESET' && socket.writable && !socket.writableEnded) socket.end(BAD_REQUEST);
     else socket.destroy();
@@ -55,6 +63,8 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
       draining = true;
       // Answers still to come close their connection too, so their clients do not reuse a closing socket.
       for (const res of active) res.shouldKeepAlive = false;
+      // A WebSocket has no end to wait for: it is closed now, and its client reconnects elsewhere.
+      for (const socket of upgraded) socket.destroy();
       return new Promise((resolve) => {
         let settled = false;
         const finish = (clean: boolean) => {

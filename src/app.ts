@@ -144,20 +144,25 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
     outcome: { action: UsageAction; validation?: ValidationReport },
   ): void {
     const started = performance.now();
+    // Read now: a streamed translation rewrites req.url and req.method to the successor's.
+    const method = req.method ?? 'GET';
+    const path = pathOf(req.url ?? '/');
     res.once('close', () => {
+      // A client that left before any answer was sent gets status 0 and the action 'client-closed'.
+      const answered = res.headersSent;
       const event: UsageEvent = {
         routeId: migration.routeId,
-        method: req.method ?? 'GET',
-        path: pathOf(req.url ?? '/'),
+        method,
+        path,
         fingerprint,
         userAgent: req.headers['user-agent'],
-        status: res.statusCode,
+        status: answered ? res.statusCode : 0,
         durationMs: Math.round((performance.now() - started) * 1000) / 1000,
         stage: route.stage,
-        action: outcome.action,
+        action: answered ? outcome.action : 'client-closed',
         at: Date.now(),
       };
-      if (outcome.validation) {
+      if (outcome.validation && answered) {
         event.validation = settleValidation(outcome.validation, res.statusCode);
         if (!event.validation.agrees) {
           logger.warn(
@@ -189,6 +194,11 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
         forwarder,
         bodyLimitBytes,
         onUpstream: observer?.upstream,
+        onFailure: (failure, reason) =>
+          logger.warn(
+            { route: migration.routeId, method: req.method, failure, reason },
+            'upstream request failed',
+          ),
       });
       return;
     }
@@ -230,6 +240,7 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
     const run = () => {
       perform(req, res, migration, params, decision, config.server.bodyLimitBytes, outcome).catch(
         (error: unknown) => {
+          outcome.action = 'failed';
           logger.error({ err: error, route: migration.routeId }, 'migration failed');
           sendLocalAnswer(
             res,

@@ -47,6 +47,9 @@ const CATALOGUE = {
   ledgerUnavailable: { status: 503, code: 'ledger_unavailable' },
   internal: { status: 500, code: 'shim_internal_error' },
   invalidRequestTarget: { status: 400, code: 'invalid_request_target' },
+  badRequest: { status: 400, code: 'bad_request' },
+  requestTimeout: { status: 408, code: 'request_timeout' },
+  headersTooLarge: { status: 431, code: 'request_header_fields_too_large' },
 } as const;
 
 export type ErrorName = keyof typeof CATALOGUE;

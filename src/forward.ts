@@ -23,6 +23,8 @@ export class UpstreamError extends Error {
 }
 
 export interface UpstreamRequest {
+  /** The most answer bytes read; beyond, the exchange fails as 'lost' (nothing of it can be trusted). */
+  maxAnswerBytes?: number;
   method: string;
   /** Path and query, starting with `/`. */
   path: string;
@@ -183,6 +185,13 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   function send(request: UpstreamRequest): Promise<UpstreamResponse> {
     return new Promise((resolve, reject) => {
       let sent = false;
+      // A translated call is one small JSON exchange: it gets a deadline for the whole of it, so an upstream
+      // that trickles its answer a byte at a time is cut like a silent one (the idle timeout never fires).
+      const deadline = setTimeout(() => upstreamRequest.destroy(timeoutError(timeoutMs)), timeoutMs);
+      const fail = (error: UpstreamError) => {
+        clearTimeout(deadline);
+        reject(error);
+      };
       const upstreamRequest = (secure ? https : http).request({
         protocol: target.protocol,
         hostname: target.hostname,
@@ -192,17 +201,27 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
         headers: request.headers,
         agent,
       });
-      upstreamRequest.on('error', (error) => reject(new UpstreamError(classifyFailure(error, sent), error)));
+      upstreamRequest.on('error', (error) => fail(new UpstreamError(classifyFailure(error, sent), error)));
       upstreamRequest.on('finish', () => {
         sent = true;
       });
       upstreamRequest.on('response', (response) => {
         const chunks: Buffer[] = [];
-        response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.on('error', (error) => reject(new UpstreamError('lost', error)));
-        response.on('aborted', () => reject(new UpstreamError('lost')));
+        let size = 0;
+        const limit = request.maxAnswerBytes ?? Number.POSITIVE_INFINITY;
+        response.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > limit) {
+            upstreamRequest.destroy(new Error(`the upstream answer is larger than ${limit} bytes`));
+            return;
+          }
+          chunks.push(chunk);
+        });
+        response.on('error', (error) => fail(new UpstreamError(classifyFailure(error, true), error)));
+        response.on('aborted', () => fail(new UpstreamError('lost')));
         response.on('end', () => {
-          if (!response.complete) return reject(new UpstreamError('lost'));
+          if (!response.complete) return fail(new UpstreamError('lost'));
+          clearTimeout(deadline);
           resolve({
             status: response.statusCode ?? 502,
             headers: response.headers,

@@ -53,7 +53,9 @@ export function parseJsonBody(headers: IncomingHttpHeaders, raw: Buffer): JsonBo
   if (charset !== 'utf-8' && charset !== 'utf8') return { kind: 'unsupported-charset' };
   // An empty JSON body parses as {} (nango-api.md "Empty bodies").
   if (raw.length === 0) return { kind: 'json', value: {} };
-  const text = raw.toString('utf8');
+  // body-parser decodes with iconv-lite, which drops a leading byte order mark: Nango accepts `EF BB BF {…}`.
+  const decoded = raw.toString('utf8');
+  const text = decoded.charCodeAt(0) === 0xfeff ? decoded.slice(1) : decoded;
   const first = FIRST_CHAR.exec(text)?.[1];
   if (first !== '{' && first !== '[') {
     return { kind: 'invalid', message: strictViolationMessage(text, first ?? '') };

@@ -17,6 +17,8 @@ export interface TranslateOptions {
   forwarder: Forwarder;
   bodyLimitBytes: number;
   onUpstream?: ((routeId: RouteId, target: 'successor' | 'legacy', durationMs: number) => void) | undefined;
+  /** Told when the successor exchange failed (for the log): the kind of failure and why. */
+  onFailure?: ((failure: UpstreamFailure, reason: string) => void) | undefined;
 }
 
 const FAILURE_ANSWERS: Record<UpstreamFailure, LocalAnswer> = {
@@ -30,26 +32,75 @@ const FAILURE_ANSWERS: Record<UpstreamFailure, LocalAnswer> = {
   }),
 };
 
+/**
+ * An answer that arrived whole but cannot be read (corrupt compression, or too large once decoded): to the
+ * client it is a lost answer, and the call may have been applied all the same.
+ */
+const UNREADABLE_ANSWER = errorAnswer('upstreamResponseLost', {
+  message:
+    'The answer of the upstream Nango server could not be read (corrupt or too large); the call may have been applied.',
+});
+
 export function upstreamFailureAnswer(failure: UpstreamFailure): LocalAnswer {
   return FAILURE_ANSWERS[failure];
 }
 
 /**
- * The successor's answer with any content coding removed, so a migration reshapes plain JSON
- * (Nango never compresses, but a gateway in between may).
+ * The largest successor answer a translated call reads, compressed or decoded: far above anything the
+ * successor says to a translated call (the echo of a body under `server.bodyLimitBytes`, or an error),
+ * and far below what would exhaust the process (a gzip bomb decodes a megabyte into a gigabyte).
  */
-export function decodeAnswer(response: UpstreamResponse): UpstreamResponse {
-  const coding = String(response.headers['content-encoding'] ?? 'identity')
-    .trim()
-    .toLowerCase();
-  if (coding === 'identity' || coding === '') return response;
-  const decode = { gzip: gunzipSync, 'x-gzip': gunzipSync, deflate: inflateSync, br: brotliDecompressSync }[
-    coding
-  ];
-  if (!decode) return response;
+export function answerLimit(bodyLimitBytes: number): number {
+  return Math.max(16 * 1024 * 1024, 4 * bodyLimitBytes);
+}
+
+type Decoder = (body: Buffer, options: { maxOutputLength: number }) => Buffer;
+
+/** RFC 9110 §8.4.1: the codings a gateway in front of Nango may apply. A Map: no prototype keys. */
+const DECODERS = new Map<string, Decoder>([
+  ['gzip', gunzipSync],
+  ['x-gzip', gunzipSync],
+  ['deflate', inflateSync],
+  ['br', brotliDecompressSync],
+]);
+
+/** Why a successor's answer could not be read although it arrived whole. */
+export class AnswerDecodeError extends Error {
+  constructor(message: string, cause?: unknown) {
+    super(message, { cause });
+    this.name = 'AnswerDecodeError';
+  }
+}
+
+/**
+ * The successor's answer with any content coding removed, so a migration reshapes plain JSON
+ * (Nango never compresses, but a gateway in between may). Codings are undone in the reverse of the order
+ * they are listed in (RFC 9110 §8.4); an answer in a coding the shim does not know is returned as it is.
+ * Throws AnswerDecodeError for an answer that is corrupt or larger than `maxBytes`, before or after decoding.
+ */
+export function decodeAnswer(response: UpstreamResponse, maxBytes: number): UpstreamResponse {
+  if (response.body.length > maxBytes) throw new AnswerDecodeError(`answer over ${maxBytes} bytes`);
+  const codings = String(response.headers['content-encoding'] ?? '')
+    .split(',')
+    .map((token) => token.trim().toLowerCase())
+    .filter((token) => token !== '' && token !== 'identity');
+  if (codings.length === 0) return response;
+  const decoders: Decoder[] = [];
+  for (const coding of codings) {
+    const decode = DECODERS.get(coding);
+    if (!decode) return response;
+    decoders.unshift(decode);
+  }
+  let body = response.body;
+  try {
+    for (const decode of decoders) body = decode(body, { maxOutputLength: maxBytes });
+  } catch (error) {
+    // Corrupt data, or ERR_BUFFER_TOO_LARGE: zlib stops as soon as the output passes the limit.
+    throw new AnswerDecodeError(`answer in ${codings.join(', ')} could not be decoded`, error);
+  }
   const headers = { ...response.headers };
   delete headers['content-encoding'];
-  return { status: response.status, headers, body: decode(response.body) };
+  return { status: response.status, headers, body };
 }
 
 function splitUrl(url: string): { path: string; query: string } {
@@ -113,7 +164,7 @@ export async function translate(
   res: ServerResponse,
   migration: Migration,
   params: Record<string, string>,
-  { forwarder, bodyLimitBytes, onUpstream }: TranslateOptions,
+  { forwarder, bodyLimitBytes, onUpstream, onFailure }: TranslateOptions,
 ): Promise<TranslationOutcome> {
   const body = migration.readsBody ? await readLegacyBody(req, res, bodyLimitBytes) : null;
   if (body === undefined) return 'rejected';
@@ -138,16 +189,22 @@ export async function translate(
   let response: UpstreamResponse;
   const started = performance.now();
   try {
-    response = decodeAnswer(
-      await forwarder.send({
-        method: up.request.method,
-        path: up.request.path,
-        headers,
-        body: bodyBuffer(up.request.body),
-      }),
-    );
+    const answer = await forwarder.send({
+      maxAnswerBytes: answerLimit(bodyLimitBytes),
+      method: up.request.method,
+      path: up.request.path,
+      headers,
+      body: bodyBuffer(up.request.body),
+    });
+    response = decodeAnswer(answer, answerLimit(bodyLimitBytes));
   } catch (error) {
+    if (error instanceof AnswerDecodeError) {
+      sendLocalAnswer(res, UNREADABLE_ANSWER);
+      return 'failed';
+    }
     const failure = error instanceof UpstreamError ? error.failure : 'lost';
+    const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
+    onFailure?.(failure, cause instanceof Error ? cause.message : String(cause));
     sendLocalAnswer(res, upstreamFailureAnswer(failure));
     return 'failed';
   } finally {
@@ -155,9 +212,10 @@ export async function translate(
   }
   const down = migration.responseDown(response, up.context);
   const changed = down.body !== undefined;
+  // A body the shim wrote is plain: the upstream's length, validator and coding no longer describe it.
   const outgoing = endToEndHeaders(
     response.headers,
-    changed ? ['content-length', 'etag'] : ['content-length'],
+    changed ? ['content-length', 'etag', 'content-encoding'] : ['content-length'],
   );
   sendBytes(res, down.status, outgoing, down.body ?? response.body);
   return 'translated';

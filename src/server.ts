@@ -1,9 +1,10 @@
-import http, { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import http, { type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { App } from './app.js';
 import type { Config } from './config.js';
+import { errorAnswer } from './errors.js';
 
 export interface ShimServer {
   server: Server;
@@ -13,8 +14,21 @@ export interface ShimServer {
   inFlight(): number;
 }
 
-const BAD_REQUEST =
-  'HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\nContent-Length: 73\r\n\r\n{"error":{"code":"bad_request","message":"The request is not valid HTTP."}}';
+/** What a client that did not speak valid HTTP gets, in Nango's error shape, before its connection closes. */
+function clientErrorAnswer(code: string | undefined): string {
+  const answer =
+    code === 'HPE_HEADER_OVERFLOW'
+      ? // RFC 6585 §5, as Node itself answers.
+        errorAnswer('headersTooLarge', { message: 'The request headers are too large.' })
+      : code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? errorAnswer('requestTimeout', { message: 'The request did not arrive in time.' })
+        : errorAnswer('badRequest', { message: 'The request is not valid HTTP.' });
+  const body = JSON.stringify(answer.body);
+  return (
+    `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+    `Connection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+  );
+}
 
 /** The public listener: node:http with the timeouts a gateway needs, the app's handlers, and draining. */
 export function createShimServer(app: App, config: Config, logger: Logger): ShimServer {
@@ -28,6 +42,12 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
       headersTimeout: config.server.headersTimeoutMs,
       requestTimeout: config.server.requestTimeoutMs,
       keepAliveTimeout: config.server.keepAliveTimeoutMs,
+      // Node checks those timeouts every 30 s by default: a 10 s headers timeout would cut a slow client
+      // after up to 40 s. Check often enough for the configured values to mean what they say.
+      connectionsCheckingInterval: Math.max(
+        100,
+        Math.min(1_000, Math.floor(config.server.headersTimeoutMs / 2)),
+      ),
     },
     function handleShimRequest(req: IncomingMessage, res: ServerResponse) {
       active.add(res);
@@ -49,8 +69,11 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
     app.handleUpgrade(req, socket, head);
   });
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
-    if (error.code !== 'ECONNRESET' && socket.writable && !socket.writableEnded) socket.end(BAD_REQUEST);
-    else socket.destroy();
+    if (error.code === 'ECONNRESET' || !socket.writable || socket.writableEnded) {
+      socket.destroy();
+      return;
+    }
+    socket.end(clientErrorAnswer(error.code));
   });
 
   return {

@@ -2,7 +2,14 @@ import type { Logger } from 'pino';
 import type { RouteId, Stage } from './config.js';
 
 /** What the shim did with a deprecated call. */
-export type UsageAction = 'translated' | 'passed-through' | 'rejected' | 'gone' | 'failed' | 'rate-limited';
+export type UsageAction =
+  | 'translated'
+  | 'passed-through'
+  | 'rejected'
+  | 'gone'
+  | 'failed'
+  | 'rate-limited'
+  | 'client-closed';
 
 /**
  * The validate stage's report: what the translation would have answered, next to what the legacy route

@@ -1,0 +1,522 @@
+import { isUtf8 } from 'node:buffer';
+import net from 'node:net';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
+import { answerCount, exchangeRaw, statusOf } from './support/raw-http.js';
+import { type RunningShim, startShim } from './support/shim.js';
+import { listen, type RawResponse, request } from './support/upstream.js';
+
+const BODY_LIMIT = 1024 * 1024;
+const HEADERS_TIMEOUT_MS = 500;
+const AUTH = `Bearer ${DEV_KEY}`;
+const JSON_HEADERS = { authorization: AUTH, 'content-type': 'application/json' };
+
+let fake: FakeNango;
+let shim: RunningShim;
+
+beforeEach(async () => {
+  fake = await startFakeNango();
+  shim = await startShim(fake.url, {
+    server: { bodyLimitBytes: BODY_LIMIT, headersTimeoutMs: HEADERS_TIMEOUT_MS, requestTimeoutMs: 5_000 },
+  });
+});
+
+afterEach(async () => {
+  await shim.close();
+  await fake.close();
+});
+
+/** Requests the fake Nango received on the successor of the metadata routes. */
+function successorWrites(): number {
+  return fake.requests.filter((seen) => seen.url.startsWith('/connections/metadata')).length;
+}
+
+function patchMetadata(body: string | Buffer, path = '/connection/metadata'): Promise<RawResponse> {
+  return request(shim.url, { method: 'PATCH', path, headers: JSON_HEADERS, body });
+}
+
+function errorOf(response: RawResponse): { code?: string; errors?: unknown[] } {
+  return (JSON.parse(response.body.toString('utf8')) as { error: { code?: string } }).error;
+}
+
+/** The shim keeps serving: a pass-through read and a translated write both succeed. */
+async function expectStillServing(): Promise<void> {
+  const read = await request(shim.url, { path: '/connections', headers: { authorization: AUTH } });
+  expect(read.status).toBe(200);
+  const write = await patchMetadata(
+    '{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{"alive":true}}',
+  );
+  expect(write.status).toBe(200);
+}
+
+/** Lets anything the shim might still forward arrive before counting. */
+const settle = (ms = 200) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function rawHead(method: string, target: string, headers: Record<string, string | number>): string {
+  const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`);
+  return `${method} ${target} HTTP/1.1\r\nHost: shim.test\r\n${lines.join('')}\r\n`;
+}
+
+describe('deeply nested JSON', () => {
+  const DEPTH = 100_000;
+  const deepArray = `${'['.repeat(DEPTH)}${']'.repeat(DEPTH)}`;
+  const deepObject = `${'{"a":'.repeat(DEPTH)}1${'}'.repeat(DEPTH)}`;
+
+  it.each([
+    ['arrays', deepArray],
+    ['objects', deepObject],
+  ])(
+    'answers 400 to metadata nested 100 000 levels deep in %s, and forwards nothing',
+    async (_kind, deep) => {
+      const response = await patchMetadata(
+        `{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{"deep":${deep}}}`,
+      );
+
+      expect(response.status).toBe(400);
+      expect(errorOf(response).code).toBe('invalid_body');
+      expect(successorWrites()).toBe(0);
+      await expectStillServing();
+    },
+  );
+
+  it('answers 400 to a body-style body that is itself nested 100 000 levels deep', async () => {
+    const response = await patchMetadata(deepArray);
+
+    expect(response.status).toBe(400);
+    expect(successorWrites()).toBe(0);
+  });
+
+  it('answers the path-style route as Nango failed to store it: its generic 500, nothing forwarded', async () => {
+    const response = await patchMetadata(
+      `{"deep":${deepObject}}`,
+      '/connection/conn-1/metadata?provider_config_key=unauth',
+    );
+
+    expect(response.status).toBe(500);
+    expect(errorOf(response).code).toBe('generic_error_support');
+    expect(successorWrites()).toBe(0);
+    expect(shim.logs().filter((line) => line.msg === 'migration failed')).toEqual([]);
+    await expectStillServing();
+  });
+});
+
+interface PushResult {
+  text: string;
+  written: number;
+  closed: boolean;
+  peakRssGrowth: number;
+}
+
+/**
+ * Writes `head`, then up to `total` body bytes (one reused buffer, honouring back-pressure, so the client
+ * itself holds no more than a chunk), until the server closes the connection. Samples the process's RSS,
+ * which includes the in-process shim, throughout.
+ */
+function pushBody(head: string, total: number, framing: 'length' | 'chunked'): Promise<PushResult> {
+  const url = new URL(shim.url);
+  const chunk = Buffer.alloc(64 * 1024, 0x20);
+  const frame = framing === 'chunked' ? `${chunk.length.toString(16)}\r\n` : '';
+  return new Promise((resolve) => {
+    const baseline = process.memoryUsage().rss;
+    let peak = baseline;
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, process.memoryUsage().rss);
+    }, 5);
+    const socket = net.connect(Number(url.port), url.hostname);
+    let text = '';
+    let written = 0;
+    let done = false;
+    const finish = (closed: boolean) => {
+      if (done) return;
+      done = true;
+      clearInterval(sampler);
+      clearTimeout(deadline);
+      socket.destroy();
+      resolve({ text, written, closed, peakRssGrowth: peak - baseline });
+    };
+    const deadline = setTimeout(() => finish(false), 10_000);
+    const pump = () => {
+      while (!done && !socket.destroyed && written < total) {
+        written += chunk.length;
+        const more =
+          framing === 'chunked'
+            ? socket.write(frame) && socket.write(chunk) && socket.write('\r\n')
+            : socket.write(chunk);
+        if (!more) return void socket.once('drain', pump);
+      }
+      if (framing === 'chunked' && written >= total) socket.write('0\r\n\r\n');
+    };
+    socket.on('data', (data: Buffer) => {
+      text += data.toString('latin1');
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => finish(true));
+    socket.write(head, pump);
+  });
+}
+
+describe('bodies over server.bodyLimitBytes', () => {
+  const TOTAL = 50 * 1024 * 1024;
+  it.each([
+    ['a declared Content-Length', 'length' as const],
+    ['chunked framing', 'chunked' as const],
+  ])('answers 413 to 50 MB with %s without reading it, and closes the connection', async (_name, framing) => {
+    const framingHeader: Record<string, string | number> =
+      framing === 'length' ? { 'Content-Length': TOTAL } : { 'Transfer-Encoding': 'chunked' };
+    const head = rawHead('PATCH', '/connection/metadata', {
+      Authorization: AUTH,
+      'Content-Type': 'application/json',
+      ...framingHeader,
+    });
+
+    const result = await pushBody(head, TOTAL, framing);
+
+    expect(statusOf(result.text)).toBe(413);
+    expect(result.text).toContain('"code":"payload_too_large"');
+    expect(result.closed).toBe(true);
+    expect(result.written).toBeLessThan(TOTAL);
+    expect(result.peakRssGrowth / 1024 / 1024).toBeLessThan(25);
+    expect(successorWrites()).toBe(0);
+    await expectStillServing();
+  });
+});
+
+describe('a Content-Length that disagrees with the body', () => {
+  const body = '{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{"n":1}}';
+
+  it('reads a shorter one as a truncated body and the rest as a bad request: 400, nothing forwarded', async () => {
+    const head = rawHead('PATCH', '/connection/metadata', {
+      Authorization: AUTH,
+      'Content-Type': 'application/json',
+      'Content-Length': body.length - 5,
+    });
+
+    const exchange = await exchangeRaw(shim.url, head + body);
+    await settle();
+
+    // The leftover bytes are not HTTP: node:http refuses them as the next request and closes the connection.
+    expect(statusOf(exchange.text)).toBe(400);
+    expect(exchange.closed).toBe(true);
+    expect(successorWrites()).toBe(0);
+    await expectStillServing();
+  });
+
+  it('waits for the missing bytes of a longer one, and forwards nothing when they never come', async () => {
+    const head = rawHead('PATCH', '/connection/metadata', {
+      Authorization: AUTH,
+      'Content-Type': 'application/json',
+      'Content-Length': body.length + 50,
+    });
+
+    const exchange = await exchangeRaw(shim.url, head + body, { timeoutMs: 600 });
+    await settle();
+
+    expect(exchange.text).toBe('');
+    expect(successorWrites()).toBe(0);
+    await expectStillServing();
+  });
+});
+
+describe('request smuggling', () => {
+  const smuggled = 'DELETE /connection/conn-1?provider_config_key=unauth HTTP/1.1\r\nHost: shim.test\r\n\r\n';
+  const chunkedBody = `0\r\n\r\n${smuggled}`;
+  const variants: Array<[string, string]> = [
+    [
+      'Content-Length with Transfer-Encoding',
+      `Content-Length: ${chunkedBody.length}\r\nTransfer-Encoding: chunked\r\n`,
+    ],
+    ['Transfer-Encoding with Content-Length', `Transfer-Encoding: chunked\r\nContent-Length: 5\r\n`],
+    ['two different Content-Lengths', `Content-Length: 5\r\nContent-Length: ${chunkedBody.length}\r\n`],
+    ['a Transfer-Encoding other than chunked', `Transfer-Encoding: xchunked\r\nContent-Length: 5\r\n`],
+    ['whitespace before the colon', `Transfer-Encoding : chunked\r\nContent-Length: 5\r\n`],
+  ];
+  const targets = ['/connection/metadata', '/connections'];
+
+  for (const target of targets) {
+    it.each(variants)(
+      `refuses ${target} with %s, and the upstream never sees two requests`,
+      async (_name, framing) => {
+        const bytes =
+          `PATCH ${target} HTTP/1.1\r\nHost: shim.test\r\nAuthorization: ${AUTH}\r\n` +
+          `Content-Type: application/json\r\n${framing}\r\n${chunkedBody}`;
+
+        const exchange = await exchangeRaw(shim.url, bytes);
+        await settle();
+
+        expect(statusOf(exchange.text)).toBe(400);
+        expect(answerCount(exchange.text)).toBe(1);
+        expect(exchange.closed).toBe(true);
+        expect(fake.requests).toEqual([]);
+      },
+    );
+  }
+});
+
+describe('bodies that are not what they claim', () => {
+  it('reads invalid UTF-8 inside a string as U+FFFD, as Nango does, and forwards valid UTF-8', async () => {
+    const body = Buffer.concat([
+      Buffer.from('{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{"name":"caf'),
+      Buffer.from([0xff, 0xfe, 0xed, 0xa0, 0x80]),
+      Buffer.from('"}}'),
+    ]);
+
+    const response = await patchMetadata(body);
+
+    expect(response.status).toBe(200);
+    expect(isUtf8(response.body)).toBe(true);
+    const sent = fake.requests.find((seen) => seen.url === '/connections/metadata');
+    expect(sent).toBeDefined();
+    expect(JSON.parse(sent?.body ?? '')).toEqual({
+      connection_id: 'conn-1',
+      provider_config_key: 'unauth',
+      metadata: { name: 'caf\uFFFD\uFFFD\uFFFD\uFFFD\uFFFD' },
+    });
+    expect(response.body.toString('utf8')).toBe(sent?.body);
+  });
+
+  it('drops a UTF-8 byte order mark before the JSON, as Nango does, and forwards the JSON alone', async () => {
+    const json = '{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{"bom":true}}';
+
+    const response = await patchMetadata(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(json)]));
+
+    expect(response.status).toBe(200);
+    expect(response.body.toString('utf8')).toBe(json);
+    expect(
+      fake.requests.filter((seen) => seen.url === '/connections/metadata').map((seen) => seen.body),
+    ).toEqual([json]);
+  });
+
+  it('answers 400 invalid_json to invalid UTF-8 outside a string, and forwards nothing', async () => {
+    const body = Buffer.concat([
+      Buffer.from('{"connection_id":"conn-1",'),
+      Buffer.from([0xff]),
+      Buffer.from('}'),
+    ]);
+
+    const response = await patchMetadata(body);
+
+    expect(response.status).toBe(400);
+    expect(errorOf(response).code).toBe('invalid_json');
+    expect(successorWrites()).toBe(0);
+  });
+
+  it('lets the last of duplicate keys win, as Nango does, and forwards the body re-serialised', async () => {
+    const body =
+      '{"connection_id":"ghost","provider_config_key":"unauth","connection_id":"conn-1",' +
+      '"metadata":{"n":1,"n":2},  "metadata" : {"n":3,"n":4}}';
+
+    const response = await patchMetadata(body);
+
+    const reserialised = '{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{"n":4}}';
+    expect(response.status).toBe(200);
+    expect(response.body.toString('utf8')).toBe(reserialised);
+    expect(
+      fake.requests.filter((seen) => seen.url === '/connections/metadata').map((seen) => seen.body),
+    ).toEqual([reserialised]);
+  });
+
+  it('judges the last of duplicate keys: a valid first value does not let an invalid last one through', async () => {
+    const response = await patchMetadata(
+      '{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{},"connection_id":42}',
+    );
+
+    expect(response.status).toBe(400);
+    expect(errorOf(response).code).toBe('invalid_body');
+    expect(successorWrites()).toBe(0);
+  });
+});
+
+describe('oversized and numerous headers', () => {
+  const bigHeaders = rawHead('GET', '/connections', { Authorization: AUTH, 'X-Big': 'a'.repeat(20 * 1024) });
+
+  it('refuses headers over 16 KB and closes that connection, while serving the next client', async () => {
+    const exchange = await exchangeRaw(shim.url, bigHeaders);
+
+    expect([400, 431]).toContain(exchange.status);
+    expect(exchange.closed).toBe(true);
+    expect(fake.requests).toEqual([]);
+    await expectStillServing();
+  });
+
+  // The clientError handler must keep Node's 431 for HPE_HEADER_OVERFLOW instead of a generic 400.
+  it('answers 431 Request Header Fields Too Large (RFC 6585 §5) to headers over 16 KB', async () => {
+    const exchange = await exchangeRaw(shim.url, bigHeaders);
+
+    expect(exchange.status).toBe(431);
+  });
+
+  it('serves a request with 900 headers, on a pass-through and a translated route', async () => {
+    const many: Record<string, string> = { Authorization: AUTH, Connection: 'close' };
+    for (let i = 0; i < 900; i += 1) many[`X-H${i}`] = 'v';
+    const body = '{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{"many":true}}';
+
+    const read = await exchangeRaw(shim.url, rawHead('GET', '/connections', many));
+    const write = await exchangeRaw(
+      shim.url,
+      rawHead('PATCH', '/connection/metadata', {
+        'Content-Type': 'application/json',
+        'Content-Length': body.length,
+        ...many,
+      }) + body,
+    );
+
+    expect(read.status).toBe(200);
+    expect(write.status).toBe(200);
+    expect(fake.requests).toHaveLength(2);
+    expect(fake.requests.every((seen) => seen.headers['x-h899'] === 'v')).toBe(true);
+  });
+
+  it('serves a request with 3 000 tiny headers: node:http keeps the first 1 000 (maxHeadersCount)', async () => {
+    const head = `GET /connections HTTP/1.1\r\nHost: shim.test\r\nAuthorization: ${AUTH}\r\nConnection: close\r\n`;
+
+    const exchange = await exchangeRaw(shim.url, `${head}${'a: 1\r\n'.repeat(3_000)}\r\n`);
+
+    expect(exchange.status).toBe(200);
+    expect(fake.requests).toHaveLength(1);
+    await expectStillServing();
+  });
+});
+
+/** Sends a request's header section one byte every `intervalMs`, for `durationMs` at most. */
+function dripHeaders(
+  durationMs: number,
+  intervalMs = 100,
+): Promise<{ closed: boolean; text: string; ms: number }> {
+  const url = new URL(shim.url);
+  const head = `GET /connections HTTP/1.1\r\nHost: shim.test\r\nAuthorization: ${AUTH}\r\nX-Slow: ${'s'.repeat(500)}`;
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const socket = net.connect(Number(url.port), url.hostname);
+    let text = '';
+    let sent = 0;
+    const drip = setInterval(() => {
+      if (!socket.destroyed) socket.write(head.charAt(sent++ % head.length));
+    }, intervalMs);
+    const finish = (closed: boolean) => {
+      clearInterval(drip);
+      clearTimeout(deadline);
+      socket.destroy();
+      resolve({ closed, text, ms: performance.now() - started });
+    };
+    const deadline = setTimeout(() => finish(false), durationMs);
+    socket.on('data', (data: Buffer) => {
+      text += data.toString('latin1');
+    });
+    socket.on('error', () => {});
+    socket.once('close', () => finish(true));
+  });
+}
+
+describe('slow headers (slowloris)', () => {
+  it('serves other clients while one sends its headers byte by byte, and never forwards it', async () => {
+    const slow = dripHeaders(1_500);
+    await settle(HEADERS_TIMEOUT_MS);
+
+    await expectStillServing();
+    await slow;
+
+    expect(fake.requests.every((seen) => seen.headers['x-slow'] === undefined)).toBe(true);
+  });
+
+  // node:http checks headersTimeout only every `connectionsCheckingInterval` (30 s by default): the server
+  // must check often enough for a 500 ms headersTimeoutMs to cut a slow client in about that time.
+  it('cuts a client whose headers take longer than server.headersTimeoutMs', async () => {
+    const slow = await dripHeaders(HEADERS_TIMEOUT_MS + 1_500);
+
+    expect(slow.closed).toBe(true);
+  });
+});
+
+describe('request targets that name another host', () => {
+  let evilConnections: number;
+  let evil: net.Server;
+  let evilHost: string;
+
+  beforeEach(async () => {
+    evilConnections = 0;
+    evil = net.createServer((socket) => {
+      evilConnections += 1;
+      socket.destroy();
+    });
+    evilHost = `127.0.0.1:${await listen(evil)}`;
+  });
+
+  afterEach(async () => {
+    await new Promise<void>((resolve) => evil.close(() => resolve()));
+  });
+
+  it('translates an absolute-form legacy write on the configured upstream only', async () => {
+    const body = '{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{"via":"absolute"}}';
+    const bytes =
+      rawHead('PATCH', `http://${evilHost}/connection/metadata`, {
+        Authorization: AUTH,
+        'Content-Type': 'application/json',
+        'Content-Length': body.length,
+        Connection: 'close',
+      }) + body;
+
+    const exchange = await exchangeRaw(shim.url, bytes);
+
+    expect(exchange.status).toBe(200);
+    expect(fake.requests.map((seen) => `${seen.method} ${seen.url}`)).toEqual([
+      'PATCH /connections/metadata',
+    ]);
+    expect(evilConnections).toBe(0);
+  });
+
+  it.each([
+    [
+      'an absolute-form',
+      (host: string) => `http://${host}/connections?via=absolute`,
+      '/connections?via=absolute',
+    ],
+    ['an https absolute-form', (host: string) => `https://${host}/connections`, '/connections'],
+    ['an authority-less absolute-form', (host: string) => `http://${host}`, '/'],
+    ['a //-prefixed', (host: string) => `//${host}/connections`, '//HOST/connections'],
+    [
+      'a //-prefixed legacy write',
+      (host: string) => `//${host}/connection/metadata`,
+      '//HOST/connection/metadata',
+    ],
+  ])('passes %s target to the configured upstream, on its own path', async (_name, target, expected) => {
+    const bytes = rawHead('GET', target(evilHost), { Authorization: AUTH, Connection: 'close' });
+
+    const exchange = await exchangeRaw(shim.url, bytes);
+
+    expect(exchange.status).toBeGreaterThan(0);
+    expect(fake.requests.map((seen) => seen.url)).toEqual([expected.replace('HOST', evilHost)]);
+    expect(evilConnections).toBe(0);
+  });
+
+  it('never tunnels: CONNECT to another host is closed without a connection to it', async () => {
+    const exchange = await exchangeRaw(shim.url, `CONNECT ${evilHost} HTTP/1.1\r\nHost: ${evilHost}\r\n\r\n`);
+    await settle();
+
+    expect(exchange.closed).toBe(true);
+    expect(exchange.text).not.toMatch(/^HTTP\/1\.1 2/);
+    expect(fake.requests).toEqual([]);
+    expect(evilConnections).toBe(0);
+  });
+
+  it('sends an absolute-form WebSocket upgrade to the configured upstream, not to the named host', async () => {
+    const bytes = rawHead('GET', `ws://${evilHost}/socket`, {
+      Connection: 'Upgrade',
+      Upgrade: 'websocket',
+      'Sec-WebSocket-Version': 13,
+      'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==',
+    });
+
+    await exchangeRaw(shim.url, bytes, { timeoutMs: 1_000 });
+
+    expect(fake.requests.map((seen) => seen.url)).toEqual(['/socket']);
+    expect(evilConnections).toBe(0);
+  });
+
+  it('answers 400 invalid_request_target to an asterisk-form target', async () => {
+    const exchange = await exchangeRaw(shim.url, rawHead('OPTIONS', '*', { Connection: 'close' }));
+
+    expect(exchange.status).toBe(400);
+    expect(exchange.text).toContain('"code":"invalid_request_target"');
+    expect(fake.requests).toEqual([]);
+  });
+});

@@ -1,0 +1,84 @@
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { fingerprintKey } from '../src/api-key.js';
+import { sendCapture } from './support/captures.js';
+import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
+import { type RunningShim, startShim } from './support/shim.js';
+
+let fake: FakeNango | undefined;
+let shim: RunningShim | undefined;
+
+afterEach(async () => {
+  await shim?.close();
+  await fake?.close();
+  shim = undefined;
+  fake = undefined;
+});
+
+async function setUp() {
+  fake = await startFakeNango();
+  shim = await startShim(fake.url);
+  return { fake, shim };
+}
+
+async function usageLines(running: RunningShim, count: number) {
+  const deadline = Date.now() + 2_000;
+  let lines = running.logs().filter((line) => line.msg === 'deprecated endpoint called');
+  while (lines.length < count && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    lines = running.logs().filter((line) => line.msg === 'deprecated endpoint called');
+  }
+  return lines;
+}
+
+describe('the usage log line', () => {
+  it('names the route, the fingerprint, the client and the outcome, never the key', async () => {
+    const { shim } = await setUp();
+    await sendCapture(shim.url, {
+      name: 'sdk get',
+      request: {
+        method: 'GET',
+        path: '/connection/conn-1?provider_config_key=unauth',
+        headers: {
+          Authorization: `Bearer ${DEV_KEY}`,
+          'User-Agent': 'nango-node-client/0.66.2 (linux; node.js/20)',
+        },
+        body: null,
+      },
+    });
+    const [line] = await usageLines(shim, 1);
+    expect(line).toMatchObject({
+      level: 'info',
+      msg: 'deprecated endpoint called',
+      route: 'connection-get',
+      method: 'GET',
+      // The legacy path the client called, not the successor's the shim streamed to.
+      path: '/connection/conn-1',
+      fingerprint: fingerprintKey(DEV_KEY),
+      userAgent: 'nango-node-client/0.66.2 (linux; node.js/20)',
+      status: 200,
+      stage: 'translate',
+      action: 'translated',
+    });
+    expect(typeof line?.durationMs).toBe('number');
+    expect(shim.logText()).not.toContain(DEV_KEY);
+  });
+
+  it('records a client that left before any answer as client-closed with status 0, not as a success', async () => {
+    const { fake, shim } = await setUp();
+    const { port } = new URL(shim.url);
+    await new Promise<void>((resolve) => {
+      const socket = net.connect(Number(port), '127.0.0.1', () => {
+        socket.write(
+          `PATCH /connection/metadata HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${DEV_KEY}\r\n` +
+            'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"connection_id"',
+          () => setTimeout(() => socket.destroy(), 50),
+        );
+      });
+      socket.on('close', () => resolve());
+    });
+    const [line] = await usageLines(shim, 1);
+    expect(line).toMatchObject({ route: 'connection-metadata', status: 0, action: 'client-closed' });
+    expect(fake.requests).toEqual([]);
+  });
+});

@@ -424,6 +424,8 @@ describe('slow headers (slowloris)', () => {
     const slow = await dripHeaders(HEADERS_TIMEOUT_MS + 1_500);
 
     expect(slow.closed).toBe(true);
+    expect(slow.text).toMatch(/^HTTP\/1\.1 408 Request Timeout\r\n/);
+    expect(slow.text).toContain('"code":"request_timeout"');
   });
 });
 

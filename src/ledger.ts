@@ -3,6 +3,7 @@ import type { ConfigHolder } from './app.js';
 import { ROUTE_IDS, type RouteId, type Stage } from './config.js';
 import {
   consumerOf,
+  OTHER_CONSUMERS,
   type StatusClass,
   statusClass,
   UNAUTHENTICATED,
@@ -197,7 +198,22 @@ export function createLedger({ store, configs, logger, onDropped = () => {} }: L
   let failing = false;
   let chain: Promise<void> = Promise.resolve();
 
-  function buffer(delta: LedgerEntry): void {
+  // The same bound as the metrics' label set: past `metrics.maxConsumers` distinct unnamed fingerprints
+  // since start, new ones are recorded as `other`. Calls the upstream never judged (410, 429, local 400s)
+  // carry whatever key the client sent, and random keys must not grow the ledger without end.
+  const seenFingerprints = new Set<string>();
+  function bounded(delta: LedgerEntry): LedgerEntry {
+    if (delta.fingerprint === null || delta.name !== null || seenFingerprints.has(delta.fingerprint))
+      return delta;
+    if (seenFingerprints.size < configs.current.config.metrics.maxConsumers) {
+      seenFingerprints.add(delta.fingerprint);
+      return delta;
+    }
+    return { ...delta, consumer: OTHER_CONSUMERS, fingerprint: null };
+  }
+
+  function buffer(entry: LedgerEntry): void {
+    const delta = bounded(entry);
     const key = entryKey(delta.route, delta.consumer);
     const current = pending.get(key);
     if (current === undefined && pending.size >= configs.current.config.ledger.redisBufferMax) {

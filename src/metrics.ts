@@ -1,10 +1,9 @@
 import { METHODS } from 'node:http';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import type { ConfigHolder, TrafficObserver } from './app.js';
-import { consumerOf, statusClass, type UsageEvent, type UsageSink } from './usage.js';
+import { consumerOf, OTHER_CONSUMERS, statusClass, type UsageEvent, type UsageSink } from './usage.js';
 
 /** Where the consumers past `metrics.maxConsumers` are counted. */
-export const OTHER_CONSUMERS = 'other';
 /** Upstream exchanges last from a few ms to the upstream timeout (30 s by default). */
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 /** The route label of pass-through traffic in the duration histogram. */

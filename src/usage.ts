@@ -89,6 +89,8 @@ export function statusClass(status: number): StatusClass {
 
 /** Who a deprecated call counts for when the upstream refused its key: never the key's own fingerprint. */
 export const UNAUTHENTICATED = 'unauthenticated';
+/** Who the unnamed fingerprints past `metrics.maxConsumers` count for, in the metrics and the ledger. */
+export const OTHER_CONSUMERS = 'other';
 /** Who a call without any API key counts for. */
 export const ANONYMOUS = 'anonymous';
 

@@ -192,6 +192,40 @@ describe('createLedger', () => {
     await ledger.close();
   });
 
+  it('records unnamed fingerprints past metrics.maxConsumers as other, so random keys cannot grow it', async () => {
+    const { store } = switchableStore();
+    const named = 'ffffffffffffffff';
+    const ledger = createLedger({
+      store,
+      configs: configsWith({ metrics: { maxConsumers: 2 }, consumers: { [named]: 'billing' } }),
+      logger: createLogger('silent'),
+    });
+    for (const fp of [
+      '000000000000000a',
+      '000000000000000b',
+      '000000000000000c',
+      '000000000000000d',
+      named,
+    ]) {
+      ledger.record(call(fp, NOW, { status: 410 }));
+    }
+    ledger.record(call('000000000000000a', NOW + 1));
+    const consumers = (await ledger.report(NOW + 2)).routes[0]?.consumers.map((c) => [
+      c.consumer,
+      c.total_calls,
+    ]);
+    expect(consumers).toEqual(
+      expect.arrayContaining([
+        ['000000000000000a', 2],
+        ['000000000000000b', 1],
+        ['other', 2],
+        ['ffffffffffffffff', 1],
+      ]),
+    );
+    expect(consumers).toHaveLength(4);
+    await ledger.close();
+  });
+
   it('reports what is stored and what is not written yet', async () => {
     const { store } = switchableStore();
     const ledger = createLedger({ store, configs: configsWith(), logger: createLogger('silent') });

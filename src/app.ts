@@ -73,7 +73,7 @@ function pathOf(url: string): string {
  */
 export function originForm(target: string): string | undefined {
   if (target.charCodeAt(0) === 47) return target;
-  if (!/^https?:\/\//i.test(target)) return undefined;
+  if (!/^(https?|wss?):\/\//i.test(target)) return undefined;
   try {
     const url = new URL(target);
     return url.pathname + url.search;
@@ -280,6 +280,15 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
     migrations,
     handleRequest: dispatch,
     handleUpgrade(req, socket, head) {
+      const path = originForm(req.url ?? '/');
+      if (path === undefined) {
+        sendLocalAnswerOnSocket(
+          socket,
+          errorAnswer('invalidRequestTarget', { message: 'The request target must be a path.' }),
+        );
+        return;
+      }
+      req.url = path;
       forwarder.ws(req, socket, head);
     },
     close() {

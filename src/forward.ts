@@ -75,12 +75,8 @@ const CONNECT_FAILURES = new Set([
 const CERTIFICATE_REJECTED = /CERT|^UNABLE_TO_|^HOSTNAME_MISMATCH$|^INVALID_CA$/;
 const TIMED_OUT = Symbol('timed out');
 const NO_OPTIONS = Object.freeze({});
-/**
- * http-proxy-3 rebuilds the path through WHATWG URL parsing, which resolves dot segments (`/x/../connection/
- * metadata`, `%2e%2e`) and re-encodes characters (`{`, `'`): the upstream would get a route the shim never
- * matched. `toProxy` makes it send an origin-form target (RFC 9112 §3.2.1) exactly as received.
- */
-const AS_RECEIVED = Object.freeze({ toProxy: true });
+/** Nango closes idle keep-alive sockets after 61 s; the shim lets its pooled ones go well before. */
+const MAX_IDLE_MS = 55_000;
 
 interface TimeoutMarked extends Error {
   [TIMED_OUT]?: true;
@@ -103,27 +99,44 @@ function timeoutError(ms: number): TimeoutMarked {
 }
 
 /** RFC 9110 §7.6.1: options of one connection, never forwarded by a proxy. */
-const CONNECTION_OPTIONS = ['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade'];
+const CONNECTION_OPTIONS = ['keep-alive', 'proxy-connection', 'te', 'upgrade'] as const;
 /** Framing stays whatever Connection names: node:http frames the streamed body by it. */
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
 
-/**
- * Removes a connection's own options (RFC 9110 §7.6.1) from headers about to cross the shim: http-proxy-3
- * forwards them, so a client's `Connection: close` closed the pooled upstream socket after every answer,
- * and the upstream's `Connection: keep-alive` / `Keep-Alive: timeout=61` overrode the shim's own.
- */
-function dropConnectionOptions(headers: IncomingHttpHeaders): void {
-  const named = String(headers.connection ?? '')
+function namedByConnection(value: string | string[] | undefined): string[] {
+  return String(value ?? '')
     .split(',')
-    .map((token) => token.trim().toLowerCase());
-  for (const name of [...CONNECTION_OPTIONS, ...named]) {
-    if (name !== '' && !FRAMING.has(name)) delete headers[name];
-  }
+    .map((token) => token.trim().toLowerCase())
+    .filter((token) => token !== '' && !FRAMING.has(token));
 }
 
-/** The per-call options of a pass-through: the target as received when it is origin-form. */
-function passOptions(req: IncomingMessage): typeof NO_OPTIONS | typeof AS_RECEIVED {
-  return req.url?.startsWith('/') ? AS_RECEIVED : NO_OPTIONS;
+/**
+ * Removes a client's connection options (RFC 9110 §7.6.1) before http-proxy-3 forwards its headers: a
+ * client's `Connection: close` closed the pooled upstream socket after every answer. The common case,
+ * `Connection: keep-alive` and nothing else, changes nothing and costs a few property reads: deleting keys
+ * would put the headers object in V8's slow dictionary mode on the hottest path.
+ */
+function dropRequestConnectionOptions(headers: IncomingHttpHeaders): void {
+  const connection = headers.connection;
+  if (connection !== undefined && connection.toLowerCase() !== 'keep-alive') {
+    for (const name of namedByConnection(connection)) delete headers[name];
+    delete headers.connection;
+  }
+  for (const name of CONNECTION_OPTIONS) if (headers[name] !== undefined) delete headers[name];
+}
+
+/**
+ * The answer's connection is the client's: the upstream's `Connection`/`Keep-Alive: timeout=61` must not
+ * reach it (the shim closes idle clients sooner, and a draining server says close). Values are overwritten
+ * or set to undefined, which http-proxy-3 skips, rather than deleted, for the reason above.
+ */
+function setAnswerConnection(headers: IncomingHttpHeaders, keepAlive: boolean): void {
+  const connection = headers.connection;
+  if (connection !== undefined && connection !== 'keep-alive' && connection !== 'close') {
+    for (const name of namedByConnection(connection)) headers[name] = undefined;
+  }
+  for (const name of CONNECTION_OPTIONS) if (headers[name] !== undefined) headers[name] = undefined;
+  headers.connection = keepAlive ? 'keep-alive' : 'close';
 }
 
 /**
@@ -131,11 +144,18 @@ function passOptions(req: IncomingMessage): typeof NO_OPTIONS | typeof AS_RECEIV
  * request with an `Expect` header (its head is already flushed) nor for a WebSocket upgrade, and those hung
  * for ever on a silent upstream. `addRequest` is where node:http hands each request to its agent.
  */
-function armAnswerTimeouts(agent: http.Agent, timeoutMs: number): void {
+function armAnswerTimeouts(agent: http.Agent, timeoutMs: number, agentTimeoutMs: number): void {
   const carrier = agent as http.Agent & { addRequest(req: http.ClientRequest, options: object): void };
   const addRequest = carrier.addRequest.bind(agent);
+  const onAnswerTimeout = function onAnswerTimeout(this: http.ClientRequest) {
+    this.destroy(timeoutError(timeoutMs));
+  };
   carrier.addRequest = (req, options) => {
-    req.setTimeout(timeoutMs, () => req.destroy(timeoutError(timeoutMs)));
+    // Usually the agent's own `timeout` is the same value and already arms the socket: the request only
+    // listens, with one shared function, so nothing is allocated or re-armed per request. A longer
+    // timeout than pooled sockets may idle is armed on the request itself.
+    if (timeoutMs === agentTimeoutMs) req.once('timeout', onAnswerTimeout);
+    else req.setTimeout(timeoutMs, onAnswerTimeout);
     addRequest(req, options);
   };
 }
@@ -148,8 +168,9 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     keepAlive: true,
     maxSockets: config.upstream.maxSockets,
     maxFreeSockets: Math.min(64, config.upstream.maxSockets),
-    // Below Nango's own keep-alive timeout (61 s) so the shim never reuses a socket the upstream is closing.
-    timeout: 55_000,
+    // The no-answer timeout of a request, and the idle timeout of a pooled socket: keep it below Nango's own
+    // keep-alive timeout (61 s) so the shim never reuses a socket the upstream is closing.
+    timeout: Math.min(config.upstream.timeoutMs, MAX_IDLE_MS),
     scheduling: 'lifo' as const,
   };
   const agent = secure
@@ -157,7 +178,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     : new http.Agent(agentOptions);
   const timeoutMs = config.upstream.timeoutMs;
   // A no-answer timeout measured on the upstream socket, so 504 can be told apart from a reset.
-  armAnswerTimeouts(agent, timeoutMs);
+  armAnswerTimeouts(agent, timeoutMs, agentOptions.timeout);
   const host = target.host;
   const basePath = target.pathname.replace(/\/$/, '');
 
@@ -169,13 +190,16 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     changeOrigin: true,
     secure: true,
     ws: true,
+    // http-proxy-3 rebuilds the path through WHATWG URL parsing, which resolves dot segments
+    // (`/x/../connection/metadata`, `%2e%2e`) and re-encodes characters (`{`, `'`): the upstream would get a
+    // route the shim never matched. `toProxy` sends the origin-form target (RFC 9112 §3.2.1) as received;
+    // the app reduces every target to origin form before it gets here. Set once: a per-call options object
+    // makes http-proxy-3 spread a new object shape on every request (measured: +15% CPU, full GCs).
+    toProxy: true,
     ...(ca ? { ca } : {}),
   });
   // The answer's connection is the client's: keep-alive unless it or the draining server said otherwise.
-  proxy.on('proxyRes', (proxyRes, _req, res) => {
-    dropConnectionOptions(proxyRes.headers);
-    proxyRes.headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
-  });
+  proxy.on('proxyRes', (proxyRes, _req, res) => setAnswerConnection(proxyRes.headers, res.shouldKeepAlive));
   const handleProxyError = (error: Error, req: IncomingMessage, res: ServerResponse | Duplex) => {
     onPassThroughError(classifyFailure(error, false), error, req, res);
   };
@@ -236,16 +260,16 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   return {
     host,
     web(req, res, body) {
-      dropConnectionOptions(req.headers);
+      dropRequestConnectionOptions(req.headers);
       proxy.web(
         req,
         res,
-        body === undefined ? passOptions(req) : { ...passOptions(req), buffer: Readable.from([body]) },
+        body === undefined ? NO_OPTIONS : { buffer: Readable.from([body]) },
         handleProxyError,
       );
     },
     ws(req, socket, head) {
-      proxy.ws(req, socket, head, passOptions(req), handleProxyError);
+      proxy.ws(req, socket, head, NO_OPTIONS, handleProxyError);
     },
     send,
     close() {

@@ -60,6 +60,11 @@ export interface App {
   close(): void;
 }
 
+const PASS_STARTED = Symbol('pass-through started');
+interface TimedResponse extends ServerResponse {
+  [PASS_STARTED]?: number;
+}
+
 function pathOf(url: string): string {
   const mark = url.indexOf('?');
   return mark === -1 ? url : url.slice(0, mark);
@@ -119,11 +124,16 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
 
   const forwarder: Forwarder = createForwarder(configs.current.config, onPassThroughError);
 
+  // One shared listener, the start time kept on the response: no closure per pass-through request.
+  const observePassThrough = observer?.passThrough;
+  function onPassThroughClose(this: TimedResponse): void {
+    observePassThrough?.(this.req, this, performance.now() - (this[PASS_STARTED] ?? 0));
+  }
+
   function passThrough(req: IncomingMessage, res: ServerResponse): void {
-    if (observer?.passThrough) {
-      const started = performance.now();
-      const onPassThrough = observer.passThrough;
-      res.once('close', () => onPassThrough(req, res, performance.now() - started));
+    if (observePassThrough) {
+      (res as TimedResponse)[PASS_STARTED] = performance.now();
+      res.once('close', onPassThroughClose);
     }
     forwarder.web(req, res);
   }

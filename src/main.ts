@@ -10,14 +10,14 @@ import { createLogger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { readOpenApiDocument } from './openapi.js';
 import { createRateLimiter } from './rate-limit.js';
-import { createRedisConnection } from './redis.js';
+import type { RedisConnection } from './redis.js';
 import { createConfigReloader } from './reload.js';
 import { createShimServer } from './server.js';
 import { createUsageLog } from './usage.js';
 
 const OPENAPI_FILE = new URL('../config/openapi/connection-metadata.json', import.meta.url);
 
-function start(): void {
+async function start(): Promise<void> {
   let active: ReturnType<typeof loadConfig>;
   try {
     active = loadConfig(process.env);
@@ -34,7 +34,13 @@ function start(): void {
   const logger = createLogger(config.log.level);
   const configs = { current: active };
   // With a Redis URL the ledger and the rate-limit budgets are shared by every instance on it.
-  const redis = config.redisUrl ? createRedisConnection({ url: config.redisUrl, logger }) : undefined;
+  // Loaded only when used: the Redis client is a few megabytes of resident memory an instance without
+  // Redis does not need.
+  let redis: RedisConnection | undefined;
+  if (config.redisUrl) {
+    const { createRedisConnection } = await import('./redis.js');
+    redis = createRedisConnection({ url: config.redisUrl, logger });
+  }
   const metrics = createMetrics({ configs });
   let store: LedgerStore;
   try {
@@ -124,4 +130,4 @@ function start(): void {
   process.on('SIGINT', () => void stop('SIGINT'));
 }
 
-start();
+void start();

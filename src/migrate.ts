@@ -213,13 +213,13 @@ export async function translate(
   const down = migration.responseDown(response, up.context);
   const changed = down.body !== undefined;
   // A body the shim wrote is plain: the upstream's length, validator and coding no longer describe it.
-  const outgoing = endToEndHeaders(
-    response.headers,
-    changed ? ['content-length', 'etag', 'content-encoding'] : ['content-length'],
-  );
+  const outgoing = endToEndHeaders(response.headers, changed ? REWRITTEN_BODY : SAME_BODY);
   sendBytes(res, down.status, outgoing, down.body ?? response.body);
   return 'translated';
 }
+
+const SAME_BODY: ReadonlySet<string> = new Set(['content-length']);
+const REWRITTEN_BODY: ReadonlySet<string> = new Set(['content-length', 'etag', 'content-encoding']);
 
 function bodyBuffer(body: string | null): Buffer | null {
   return body === null ? null : Buffer.from(body);

@@ -36,6 +36,12 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
   const active = new Set<ServerResponse>();
   let onIdle: (() => void) | undefined;
 
+  // Shared by every response (no closure per request).
+  function onResponseClose(this: ServerResponse): void {
+    active.delete(this);
+    if (active.size === 0 && onIdle) onIdle();
+  }
+
   const server = http.createServer(
     {
       // Slow or never-finished headers are cut while other clients are served (slowloris).
@@ -51,10 +57,7 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
     },
     function handleShimRequest(req: IncomingMessage, res: ServerResponse) {
       active.add(res);
-      res.once('close', () => {
-        active.delete(res);
-        if (active.size === 0 && onIdle) onIdle();
-      });
+      res.once('close', onResponseClose);
       // While draining, every answer closes its connection so keep-alive clients move on.
       if (draining) res.shouldKeepAlive = false;
       app.handleRequest(req, res);

@@ -1,6 +1,8 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 
 /** RFC 9110 §7.6.1: connection-specific fields are never forwarded by a proxy. */
+const NOTHING: ReadonlySet<string> = new Set();
+
 const HOP_BY_HOP = new Set([
   'connection',
   'keep-alive',
@@ -13,25 +15,37 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
-function connectionTokens(value: string | string[] | undefined): string[] {
-  if (value === undefined) return [];
-  const joined = Array.isArray(value) ? value.join(',') : value;
-  return joined.split(',').map((token) => token.trim().toLowerCase());
-}
-
 /** Headers minus hop-by-hop ones, those the Connection header names, and any listed in `drop`. */
 export function endToEndHeaders(
   headers: IncomingHttpHeaders,
-  drop: readonly string[] = [],
+  drop: ReadonlySet<string> = NOTHING,
 ): OutgoingHttpHeaders {
-  const named = connectionTokens(headers.connection);
+  const connection = headers.connection;
+  const named =
+    connection === undefined || connection === 'keep-alive' || connection === 'close'
+      ? NOTHING
+      : new Set(
+          (Array.isArray(connection) ? connection.join(',') : connection)
+            .split(',')
+            .map((token) => token.trim().toLowerCase()),
+        );
   const result: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || named.includes(name) || drop.includes(name)) continue;
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || named.has(name) || drop.has(name)) continue;
     result[name] = value;
   }
   return result;
 }
+
+/** Re-framed or replaced on a translated call: never copied from the client. */
+const REFRAMED: ReadonlySet<string> = new Set([
+  'host',
+  'content-length',
+  'content-type',
+  'accept-encoding',
+  'expect',
+]);
 
 export interface ClientAddress {
   remoteAddress: string | undefined;
@@ -46,13 +60,7 @@ export function successorRequestHeaders(
   body: string | null,
 ): OutgoingHttpHeaders {
   // Accept-Encoding is dropped so the answer can be reshaped without guessing; Content-Length is recomputed.
-  const result = endToEndHeaders(headers, [
-    'host',
-    'content-length',
-    'content-type',
-    'accept-encoding',
-    'expect',
-  ]);
+  const result = endToEndHeaders(headers, REFRAMED);
   result.host = upstreamHost;
   const forwardedFor = headers['x-forwarded-for'];
   result['x-forwarded-for'] = forwardedFor

@@ -96,7 +96,7 @@ function expectOnlyJsonLines(shim: ChildShim) {
   for (const line of shim.lines) {
     expect(line).toMatchObject({
       level: expect.any(String),
-      time: expect.any(String),
+      time: expect.any(Number),
       msg: expect.any(String),
     });
   }

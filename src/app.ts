@@ -87,6 +87,16 @@ export function originForm(target: string): string | undefined {
   }
 }
 
+const INVALID_TARGET = errorAnswer('invalidRequestTarget', { message: 'The request target must be a path.' });
+
+/** Rewrites `req.url` to origin form; false when the target has none (the caller answers 400). */
+function toOriginForm(req: IncomingMessage): boolean {
+  const path = originForm(req.url ?? '/');
+  if (path === undefined) return false;
+  req.url = path;
+  return true;
+}
+
 function applyDeprecationHeaders(res: ServerResponse, route: RouteConfig): void {
   const headers = deprecationHeaders(route);
   res.setHeader('deprecation', headers.deprecation);
@@ -265,16 +275,9 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
 
   function dispatch(req: IncomingMessage, res: ServerResponse): void {
     const target = req.url ?? '/';
-    if (target.charCodeAt(0) !== 47) {
-      const path = originForm(target);
-      if (path === undefined) {
-        sendLocalAnswer(
-          res,
-          errorAnswer('invalidRequestTarget', { message: 'The request target must be a path.' }),
-        );
-        return;
-      }
-      req.url = path;
+    if (target.charCodeAt(0) !== 47 && !toOriginForm(req)) {
+      sendLocalAnswer(res, INVALID_TARGET);
+      return;
     }
     const found = matchMigration(migrations, req.method ?? 'GET', pathOf(req.url ?? '/'));
     if (found) {
@@ -290,15 +293,10 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
     migrations,
     handleRequest: dispatch,
     handleUpgrade(req, socket, head) {
-      const path = originForm(req.url ?? '/');
-      if (path === undefined) {
-        sendLocalAnswerOnSocket(
-          socket,
-          errorAnswer('invalidRequestTarget', { message: 'The request target must be a path.' }),
-        );
+      if (!toOriginForm(req)) {
+        sendLocalAnswerOnSocket(socket, INVALID_TARGET);
         return;
       }
-      req.url = path;
       forwarder.ws(req, socket, head);
     },
     close() {

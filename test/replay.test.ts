@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { CaptureEntry } from './support/captures.js';
+import { CAPTURE_FILES, type CaptureEntry, type CaptureFile } from './support/captures.js';
 import { type FakeNango, startFakeNango } from './support/fake-nango.js';
 import { replayAndCompare, replayQuietly } from './support/replay.js';
 import { type RunningShim, startShim } from './support/shim.js';
@@ -10,16 +10,8 @@ import { type RunningShim, startShim } from './support/shim.js';
  * aside). Legacy calls are translated; /connections calls pass straight through.
  */
 
-const ORDER = [
-  'setup.json',
-  'metadata-patch.json',
-  'metadata-post.json',
-  'path-style.json',
-  'connection-get.json',
-  'sdk-0.66.2.json',
-  'sdk-0.67.0.json',
-  'auth-raw.json',
-] as const;
+/** Every capture file in capture order; rate-limit.json needs 200 earlier calls in one minute. */
+const ORDER = CAPTURE_FILES.filter((file) => file !== 'rate-limit.json');
 
 let fake: FakeNango | undefined;
 let shim: RunningShim | undefined;
@@ -34,7 +26,7 @@ afterEach(async () => {
 /** Through the shim, the status, the body and its media type are the contract; helmet headers are Nango's. */
 const SHIM_HEADERS = { exactHeaders: ['content-type'], presentHeaders: [] };
 
-async function replayThroughShim(file: (typeof ORDER)[number], skip?: (entry: CaptureEntry) => boolean) {
+async function replayThroughShim(file: CaptureFile, skip?: (entry: CaptureEntry) => boolean) {
   fake = await startFakeNango({ legacyRoutes: false, seed: false });
   shim = await startShim(fake.url);
   // The database state each file was captured on: every earlier file, through the shim as well (the fake

@@ -1,6 +1,6 @@
-import type { Migration, RequestUpResult } from './migration.js';
+import type { Migration } from './migration.js';
 import { routePattern } from './migration.js';
-import { routeParam, withQuery } from './request-line.js';
+import { forwardById } from './request-line.js';
 
 /**
  * `GET /connection/:connectionId` → `GET /connections/:connectionId`. Nango serves both with the same
@@ -25,17 +25,6 @@ export function createConnectionGetMigration(): Migration<undefined> {
     successor: '/connections/:connectionId',
     readsBody: false,
 
-    requestUp(request): RequestUpResult<undefined> {
-      const connectionId = routeParam(request, 'connectionId');
-      return {
-        kind: 'forward',
-        request: {
-          method: request.method,
-          path: withQuery(`/connections/${connectionId}`, request.query),
-          body: null,
-        },
-        context: undefined,
-      };
-    },
+    requestUp: forwardById,
   };
 }

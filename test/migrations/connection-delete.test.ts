@@ -1,22 +1,17 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { createConnectionDeleteMigration } from '../../src/migrations/connection-delete.js';
 import { matchMigration } from '../../src/migrations/index.js';
 import type { LegacyRequest, Migration } from '../../src/migrations/migration.js';
+import { type CaptureEntry, loadCaptures } from '../support/captures.js';
 
-interface Capture {
-  name: string;
-  request?: { method: string; path: string };
-  response?: { status: number; body: string };
-}
+type Capture = CaptureEntry;
 
 const migration = createConnectionDeleteMigration();
 
-function capture(file: string, name: string): Required<Capture> {
-  const all = JSON.parse(
-    readFileSync(new URL(`../../../shared/fixtures/nango-captures/${file}`, import.meta.url), 'utf8'),
-  ) as Capture[];
-  const found = all.find((entry) => entry.name === name);
+type Exchange = Capture & Required<Pick<Capture, 'request' | 'response'>>;
+
+function capture(file: string, name: string): Exchange {
+  const found = loadCaptures(file).find((entry) => entry.name === name);
   if (!found?.request || !found.response) throw new Error(`${file} has no exchange named ${name}`);
   return { name, request: found.request, response: found.response };
 }

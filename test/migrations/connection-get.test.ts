@@ -1,21 +1,15 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { createConnectionGetMigration } from '../../src/migrations/connection-get.js';
 import { matchMigration } from '../../src/migrations/index.js';
 import type { LegacyRequest, Migration } from '../../src/migrations/migration.js';
+import { type CaptureEntry, loadCaptures } from '../support/captures.js';
 
-interface Capture {
-  name: string;
-  request?: { method: string; path: string; headers: Record<string, string | string[]>; body: string | null };
-  response?: { status: number; body: string };
-}
+type Capture = CaptureEntry;
 
 const migration = createConnectionGetMigration();
 
 function captures(file: string): Capture[] {
-  return JSON.parse(
-    readFileSync(new URL(`../../../shared/fixtures/nango-captures/${file}`, import.meta.url), 'utf8'),
-  ) as Capture[];
+  return loadCaptures(file);
 }
 
 function legacyRequest(method: string, url: string): LegacyRequest {

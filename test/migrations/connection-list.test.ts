@@ -1,21 +1,15 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { createConnectionListMigration, rewriteListQuery } from '../../src/migrations/connection-list.js';
 import { matchMigration } from '../../src/migrations/index.js';
 import type { LegacyRequest, Migration } from '../../src/migrations/migration.js';
+import { type CaptureEntry, loadCaptures } from '../support/captures.js';
 
-interface Capture {
-  name: string;
-  request?: { method: string; path: string };
-  response?: { status: number; body: string };
-}
+type Capture = CaptureEntry;
 
 const migration = createConnectionListMigration();
 
 function captures(file: string): Capture[] {
-  return JSON.parse(
-    readFileSync(new URL(`../../../shared/fixtures/nango-captures/${file}`, import.meta.url), 'utf8'),
-  ) as Capture[];
+  return loadCaptures(file);
 }
 
 function successorRequest(method: string, url: string) {

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { LocalAnswer } from '../../src/errors.js';
 import {
@@ -7,12 +6,9 @@ import {
 } from '../../src/migrations/connection-path-metadata.js';
 import { matchMigration } from '../../src/migrations/index.js';
 import type { LegacyRequest, Migration, RequestUpResult } from '../../src/migrations/migration.js';
+import { type CaptureEntry, loadCaptures } from '../support/captures.js';
 
-interface Capture {
-  name: string;
-  request?: { method: string; path: string; headers: Record<string, string | string[]>; body: string | null };
-  response?: { status: number; headers: Record<string, string | string[]>; body: string };
-}
+type Capture = CaptureEntry;
 
 type Exchange = Required<Pick<Capture, 'request' | 'response'>>;
 
@@ -20,9 +16,7 @@ const KEY = '3f2a9c1e-7b4d-4e8f-9a6b-1c2d3e4f5a6b';
 const migration = createConnectionPathMetadataMigration();
 
 function captures(file: string): Capture[] {
-  return JSON.parse(
-    readFileSync(new URL(`../../../shared/fixtures/nango-captures/${file}`, import.meta.url), 'utf8'),
-  ) as Capture[];
+  return loadCaptures(file);
 }
 
 function exchange(file: string, name: string): Exchange {

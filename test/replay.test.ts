@@ -11,7 +11,7 @@ import { type RunningShim, startShim } from './support/shim.js';
  */
 
 /** Every capture file in capture order; rate-limit.json needs 200 earlier calls in one minute. */
-const ORDER = CAPTURE_FILES.filter((file) => file !== 'rate-limit.json');
+const ORDER: readonly CaptureFile[] = CAPTURE_FILES.filter((file) => file !== 'rate-limit.json');
 
 let fake: FakeNango | undefined;
 let shim: RunningShim | undefined;

@@ -90,6 +90,8 @@ async function start(): Promise<void> {
       },
       'shim listening',
     );
+    // Scripts and supervisors wait for this line: it does not wait for the log buffer's interval.
+    logger.flush();
   });
   admin.on('error', (error: NodeJS.ErrnoException) => {
     logger.fatal(
@@ -105,6 +107,7 @@ async function start(): Promise<void> {
       { host: address.address, port: address.port, tokenRequired: config.admin.token !== null },
       'admin listening',
     );
+    logger.flush();
   });
 
   let stopping = false;

@@ -30,6 +30,8 @@ export function createConfigReloader({ configs, load, logger, onApplied }: Reloa
     } catch (error) {
       const problems = error instanceof ConfigError ? error.problems : [(error as Error).message];
       logger.error({ reason, problems, version: configs.current.version }, 'config reload refused');
+      // An operator who just sent SIGHUP is watching for this line: it does not wait for the log buffer.
+      logger.flush();
       return false;
     }
     if (next.version === configs.current.version) {
@@ -47,6 +49,7 @@ export function createConfigReloader({ configs, load, logger, onApplied }: Reloa
     if (restartNeeded.length > 0) {
       logger.warn({ sections: restartNeeded }, 'config sections changed that apply only after a restart');
     }
+    logger.flush();
     return true;
   }
 

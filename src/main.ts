@@ -115,6 +115,7 @@ async function start(): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info({ signal, inFlight: shim.inFlight() }, 'shutting down');
+    logger.flush();
     stopWatching();
     const clean = await shim.drain(config.server.shutdownGraceMs);
     app.close();

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import { createAccessLog } from './access-log.js';
 import { sendLocalAnswer, sendLocalAnswerOnSocket } from './answer.js';
 import { fingerprintOf } from './api-key.js';
 import type { ActiveConfig, RouteConfig, RouteId } from './config.js';
@@ -140,7 +141,10 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
     observePassThrough?.(this.req, this, performance.now() - (this[PASS_STARTED] ?? 0));
   }
 
+  const logAccess = createAccessLog(logger);
+
   function passThrough(req: IncomingMessage, res: ServerResponse): void {
+    if (configs.current.config.log.passthrough) logAccess(req, res);
     if (observePassThrough) {
       (res as TimedResponse)[PASS_STARTED] = performance.now();
       res.once('close', onPassThroughClose);

@@ -125,4 +125,23 @@ describe('@nangohq/node through the shim', () => {
     expect(mismatches).toEqual([]);
     expect(upstreamRequests.length).toBeGreaterThanOrEqual(18);
   });
+
+  it('0.66.2 deletes through the shim, and the connection is gone for it and for 0.67.0 alike', async () => {
+    fake = await startFakeNango({ legacyRoutes: false });
+    shim = await startShim(fake.url);
+    const legacy = new LegacyNango({ secretKey: DEV_KEY, host: shim.url });
+    const current = new CurrentNango({ secretKey: DEV_KEY, host: shim.url });
+    const before = fake.requests.length;
+
+    const deleted = await legacy.deleteConnection('unauth', 'conn-2');
+    expect(deleted.status).toBe(200);
+    expect(deleted.data).toEqual({ success: true });
+    expect(fake.requests.slice(before).map((r) => `${r.method} ${r.url}`)).toEqual([
+      'DELETE /connections/conn-2?provider_config_key=unauth',
+    ]);
+    for (const client of [legacy, current]) {
+      const error = await client.getConnection('unauth', 'conn-2').catch((caught: unknown) => caught);
+      expect((error as { status?: number }).status).toBe(404);
+    }
+  });
 });

@@ -1,5 +1,6 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CAPTURE_FILES, type CaptureEntry, type CaptureFile } from './support/captures.js';
+import { closedAfterEach } from './support/cleanup.js';
 import { type FakeNango, startFakeNango } from './support/fake-nango.js';
 import { replayAndCompare, replayQuietly } from './support/replay.js';
 import { type RunningShim, startShim } from './support/shim.js';
@@ -15,20 +16,14 @@ const ORDER: readonly CaptureFile[] = CAPTURE_FILES.filter((file) => file !== 'r
 
 let fake: FakeNango | undefined;
 let shim: RunningShim | undefined;
-
-afterEach(async () => {
-  await shim?.close();
-  await fake?.close();
-  shim = undefined;
-  fake = undefined;
-});
+const track = closedAfterEach();
 
 /** Through the shim, the status, the body and its media type are the contract; helmet headers are Nango's. */
 const SHIM_HEADERS = { exactHeaders: ['content-type'], presentHeaders: [] };
 
 async function replayThroughShim(file: CaptureFile, skip?: (entry: CaptureEntry) => boolean) {
-  fake = await startFakeNango({ legacyRoutes: false, seed: false });
-  shim = await startShim(fake.url);
+  fake = track(await startFakeNango({ legacyRoutes: false, seed: false }));
+  shim = track(await startShim(fake.url));
   // The database state each file was captured on: every earlier file, through the shim as well (the fake
   // has no legacy routes, so only the shim can apply their legacy writes).
   for (const earlier of ORDER.slice(0, ORDER.indexOf(file))) await replayQuietly(shim.url, earlier);

@@ -1,7 +1,8 @@
 import { Nango as LegacyNango } from '@nangohq/node';
 import { Nango as CurrentNango } from 'nango-node-0.67.0';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { type CaptureEntry, loadCaptures, stripVolatile } from './support/captures.js';
+import { closedAfterEach } from './support/cleanup.js';
 import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
 import { replayQuietly } from './support/replay.js';
 import { type RunningShim, startShim } from './support/shim.js';
@@ -23,13 +24,7 @@ type SdkClient = Record<string, (...args: unknown[]) => Promise<unknown>>;
 
 let fake: FakeNango | undefined;
 let shim: RunningShim | undefined;
-
-afterEach(async () => {
-  await shim?.close();
-  await fake?.close();
-  shim = undefined;
-  fake = undefined;
-});
+const track = closedAfterEach();
 
 const EARLIER = [
   'setup.json',
@@ -93,9 +88,9 @@ async function runRecordedCalls(
   file: 'sdk-0.66.2.json' | 'sdk-0.67.0.json',
   Client: new (options: { secretKey: string; host: string }) => unknown,
 ) {
-  fake = await startFakeNango({ legacyRoutes: false, seed: false });
+  fake = track(await startFakeNango({ legacyRoutes: false, seed: false }));
   const earlier = file === 'sdk-0.67.0.json' ? [...EARLIER, 'sdk-0.66.2.json'] : EARLIER;
-  shim = await startShim(fake.url);
+  shim = track(await startShim(fake.url));
   // The earlier files' legacy writes can only be applied through the shim: the fake has no legacy routes.
   for (const capture of earlier) await replayQuietly(shim.url, capture);
   const before = fake.requests.length;
@@ -127,8 +122,8 @@ describe('@nangohq/node through the shim', () => {
   });
 
   it('0.66.2 deletes through the shim, and the connection is gone for it and for 0.67.0 alike', async () => {
-    fake = await startFakeNango({ legacyRoutes: false });
-    shim = await startShim(fake.url);
+    fake = track(await startFakeNango({ legacyRoutes: false }));
+    shim = track(await startShim(fake.url));
     const legacy = new LegacyNango({ secretKey: DEV_KEY, host: shim.url });
     const current = new CurrentNango({ secretKey: DEV_KEY, host: shim.url });
     const before = fake.requests.length;

@@ -1,20 +1,15 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { fingerprintKey } from '../src/api-key.js';
 import { parseConfig } from '../src/config.js';
 import { createConfigReloader } from '../src/reload.js';
 import { type CaptureReply, sendCapture } from './support/captures.js';
+import { closedAfterEach } from './support/cleanup.js';
 import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
 import { DEFAULTS, type RunningShim, startShim } from './support/shim.js';
 
 let fake: FakeNango | undefined;
 let shim: RunningShim | undefined;
-
-afterEach(async () => {
-  await shim?.close();
-  await fake?.close();
-  shim = undefined;
-  fake = undefined;
-});
+const track = closedAfterEach();
 
 const DEV_FINGERPRINT = fingerprintKey(DEV_KEY);
 const OTHER_KEY = '0b1c2d3e-4f50-4617-8283-949596979899';
@@ -25,8 +20,8 @@ const BODY = JSON.stringify({
 });
 
 async function setUp(legacyRoutes: boolean, route: Record<string, unknown>) {
-  fake = await startFakeNango({ legacyRoutes });
-  shim = await startShim(fake.url, { routes: { 'connection-metadata': route } });
+  fake = track(await startFakeNango({ legacyRoutes }));
+  shim = track(await startShim(fake.url, { routes: { 'connection-metadata': route } }));
   return { fake, shim };
 }
 

@@ -1,23 +1,18 @@
 import net from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { fingerprintKey } from '../src/api-key.js';
 import { sendCapture } from './support/captures.js';
+import { closedAfterEach } from './support/cleanup.js';
 import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
 import { type RunningShim, startShim } from './support/shim.js';
 
 let fake: FakeNango | undefined;
 let shim: RunningShim | undefined;
-
-afterEach(async () => {
-  await shim?.close();
-  await fake?.close();
-  shim = undefined;
-  fake = undefined;
-});
+const track = closedAfterEach();
 
 async function setUp() {
-  fake = await startFakeNango();
-  shim = await startShim(fake.url);
+  fake = track(await startFakeNango());
+  shim = track(await startShim(fake.url));
   return { fake, shim };
 }
 

@@ -1,5 +1,6 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { sendCapture } from './support/captures.js';
+import { closedAfterEach } from './support/cleanup.js';
 import { type RunningShim, startShim } from './support/shim.js';
 import { type RecordingUpstream, startUpstream } from './support/upstream.js';
 
@@ -7,17 +8,11 @@ const KEY = '9d1e5c7a-2b3f-4a6d-8e9f-0a1b2c3d4e5f';
 
 let upstream: RecordingUpstream | undefined;
 let shim: RunningShim | undefined;
-
-afterEach(async () => {
-  await shim?.close();
-  await upstream?.close();
-  shim = undefined;
-  upstream = undefined;
-});
+const track = closedAfterEach();
 
 async function passThroughOnce(passthroughLog: boolean) {
-  upstream = await startUpstream((_req, res) => res.end('ok'));
-  shim = await startShim(upstream.url, { log: { passthrough: passthroughLog } });
+  upstream = track(await startUpstream((_req, res) => res.end('ok')));
+  shim = track(await startShim(upstream.url, { log: { passthrough: passthroughLog } }));
   const reply = await sendCapture(shim.url, {
     name: 'pass-through',
     request: {

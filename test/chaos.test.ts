@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import net from 'node:net';
 import { gzipSync } from 'node:zlib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { fingerprintKey } from '../src/api-key.js';
+import { closedAfterEach } from './support/cleanup.js';
 import { type RunningShim, startShim } from './support/shim.js';
 import { listen } from './support/upstream.js';
 
@@ -152,21 +153,15 @@ function rawExchange(url: string, bytes: string): Promise<string> {
 
 let upstream: ChaosUpstream | undefined;
 let shim: RunningShim | undefined;
-
-afterEach(async () => {
-  await shim?.close();
-  await upstream?.close();
-  shim = undefined;
-  upstream = undefined;
-});
+const track = closedAfterEach();
 
 const SEED = 20261126;
 
 describe(`a hostile run (seed ${SEED})`, () => {
   it('leaves the shim alive, every answer defined, no write doubled, no invalid body forwarded, no key out', async () => {
     const random = prng(SEED);
-    upstream = await startChaosUpstream(random);
-    shim = await startShim(upstream.url, { upstream: { timeoutMs: TIMEOUT_MS } });
+    upstream = track(await startChaosUpstream(random));
+    shim = track(await startShim(upstream.url, { upstream: { timeoutMs: TIMEOUT_MS } }));
     const keys = Array.from({ length: 4 }, () => randomUUID());
     const statuses: Array<{ kind: string; status: number }> = [];
     const markers: string[] = [];

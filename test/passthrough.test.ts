@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import http, { type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { closedAfterEach } from './support/cleanup.js';
 import { type RunningShim, startShim } from './support/shim.js';
 import {
   digest,
@@ -23,21 +24,15 @@ import {
 
 let upstream: RecordingUpstream | undefined;
 let shim: RunningShim | undefined;
-
-afterEach(async () => {
-  await shim?.close();
-  await upstream?.close();
-  shim = undefined;
-  upstream = undefined;
-});
+const track = closedAfterEach();
 
 async function through(
   handler: UpstreamHandler,
   onUpgrade?: UpgradeHandler,
   overrides: Record<string, unknown> = {},
 ) {
-  upstream = await startUpstream(handler, onUpgrade ? { onUpgrade } : {});
-  shim = await startShim(upstream.url, overrides);
+  upstream = track(await startUpstream(handler, onUpgrade ? { onUpgrade } : {}));
+  shim = track(await startShim(upstream.url, overrides));
   return { upstream, shim, shimPort: Number(new URL(shim.url).port) };
 }
 

@@ -1,5 +1,6 @@
 import http from 'node:http';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { closedAfterEach } from './support/cleanup.js';
 import { type RunningShim, startShim } from './support/shim.js';
 import {
   closedPort,
@@ -23,13 +24,7 @@ const SECRET = 'Bearer 5ec7e7a1-0000-4b1d-9c0d-1eaked5ec7e7';
 
 let upstream: RecordingUpstream | undefined;
 let shim: RunningShim | undefined;
-
-afterEach(async () => {
-  await shim?.close();
-  await upstream?.close();
-  shim = undefined;
-  upstream = undefined;
-});
+const track = closedAfterEach();
 
 /** The first request meets `fault`; every later one is answered 200 `healthy`. */
 function firstThen(fault: UpstreamHandler): UpstreamHandler {
@@ -43,8 +38,8 @@ function firstThen(fault: UpstreamHandler): UpstreamHandler {
 }
 
 async function through(handler: UpstreamHandler, onUpgrade?: UpgradeHandler) {
-  upstream = await startUpstream(handler, onUpgrade ? { onUpgrade } : {});
-  shim = await startShim(upstream.url, { upstream: { timeoutMs: TIMEOUT_MS } });
+  upstream = track(await startUpstream(handler, onUpgrade ? { onUpgrade } : {}));
+  shim = track(await startShim(upstream.url, { upstream: { timeoutMs: TIMEOUT_MS } }));
   return { upstream, shim };
 }
 
@@ -62,7 +57,9 @@ function expectNextRequestHealthy(shimUrl: string) {
 
 describe('an upstream that cannot be reached', () => {
   it('answers 502 upstream_unreachable at once, and again for the next request', async () => {
-    shim = await startShim(`http://127.0.0.1:${await closedPort()}`, { upstream: { timeoutMs: 5_000 } });
+    shim = track(
+      await startShim(`http://127.0.0.1:${await closedPort()}`, { upstream: { timeoutMs: 5_000 } }),
+    );
 
     const { value: res, ms } = await timed(request(shim.url, { path: '/providers' }));
 

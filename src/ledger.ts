@@ -63,6 +63,22 @@ export function entryOf(event: UsageEvent, consumers: Readonly<Record<string, st
   };
 }
 
+/** `mergeEntry` into an entry the caller owns, without copying it. */
+function addInPlace(into: LedgerEntry, delta: LedgerEntry): void {
+  for (const cls in delta.calls) {
+    const key = cls as StatusClass;
+    into.calls[key] = (into.calls[key] ?? 0) + (delta.calls[key] ?? 0);
+  }
+  if (delta.fingerprint !== null) into.fingerprint = delta.fingerprint;
+  if (delta.name !== null) into.name = delta.name;
+  if (delta.firstSeen < into.firstSeen) into.firstSeen = delta.firstSeen;
+  if (delta.lastSeen >= into.lastSeen) {
+    into.lastSeen = delta.lastSeen;
+    into.lastUserAgent = delta.lastUserAgent;
+    into.stage = delta.stage;
+  }
+}
+
 /** Two views of one route and consumer as one: calls add up, the later call tells the client and stage. */
 export function mergeEntry(into: LedgerEntry | undefined, delta: LedgerEntry): LedgerEntry {
   if (!into) return { ...delta, calls: { ...delta.calls } };
@@ -221,7 +237,10 @@ export function createLedger({ store, configs, logger, onDropped = () => {} }: L
       onDropped(1);
       return;
     }
-    pending.set(key, mergeEntry(current, delta));
+    // Buffered entries belong to the ledger alone: a repeat call adds to its entry in place instead of
+    // copying it, since this runs for every deprecated call.
+    if (current === undefined) pending.set(key, mergeEntry(undefined, delta));
+    else addInPlace(current, delta);
   }
 
   async function writePending(): Promise<void> {

@@ -221,8 +221,8 @@ export async function translate(
 const SAME_BODY: ReadonlySet<string> = new Set(['content-length']);
 const REWRITTEN_BODY: ReadonlySet<string> = new Set(['content-length', 'etag', 'content-encoding']);
 
-function bodyBuffer(body: string | null): Buffer | null {
-  return body === null ? null : Buffer.from(body);
+function bodyBuffer(body: string | Buffer | null): Buffer | null {
+  return typeof body === 'string' ? Buffer.from(body) : body;
 }
 
 /** Nango answers every error but invalid_json with CORS headers (its JSON parser runs before cors). */

@@ -57,7 +57,7 @@ export function successorRequestHeaders(
   headers: IncomingHttpHeaders,
   upstreamHost: string,
   client: ClientAddress,
-  body: string | null,
+  body: string | Buffer | null,
 ): OutgoingHttpHeaders {
   // Accept-Encoding is dropped so the answer can be reshaped without guessing; Content-Length is recomputed.
   const result = endToEndHeaders(headers, REFRAMED);

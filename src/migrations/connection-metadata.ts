@@ -14,8 +14,8 @@ import {
 export const SUCCESSOR_PATH = '/connections/metadata';
 
 export interface MetadataContext {
-  /** The body as sent to the successor; the legacy answer echoes exactly this. */
-  serialised: string;
+  /** The body as sent to the successor (UTF-8 bytes); the legacy answer echoes exactly this. */
+  serialised: Buffer;
   successStatus: number;
   /** The path as received, for the 429 body. */
   legacyPath: string;
@@ -120,12 +120,14 @@ export function createConnectionMetadataMigration(validators: {
         bodyIssues,
       );
       if (rejection) return { kind: 'answer', answer: rejection };
+      // One buffer for the request to the successor and the comparison with its echo.
+      const bytes = Buffer.from(serialised as string);
       return {
         kind: 'forward',
         // The successor takes no query string at all (requireEmptyQuery): none is added.
-        request: { method: request.method, path: SUCCESSOR_PATH, body: serialised as string },
+        request: { method: request.method, path: SUCCESSOR_PATH, body: bytes },
         context: {
-          serialised: serialised as string,
+          serialised: bytes,
           successStatus: request.method === 'POST' ? 201 : 200,
           legacyPath: request.path,
         },
@@ -138,10 +140,9 @@ export function createConnectionMetadataMigration(validators: {
       }
       // The legacy contract is the echo of the request (nango-api.md §2). Nango's successor answers the same
       // bytes; should an upstream ever answer otherwise, the legacy body is rebuilt from the request.
-      const echoed = response.body.toString('utf8') === context.serialised;
-      return echoed
+      return response.body.equals(context.serialised)
         ? { status: context.successStatus }
-        : { status: context.successStatus, body: Buffer.from(context.serialised) };
+        : { status: context.successStatus, body: context.serialised };
     },
   };
 }

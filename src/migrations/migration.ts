@@ -21,8 +21,8 @@ export interface SuccessorRequest {
   method: string;
   /** Path and query on the upstream, starting with `/`. */
   path: string;
-  /** A JSON body to send, already serialised; null to send none. */
-  body: string | null;
+  /** A JSON body to send, already serialised (text or its UTF-8 bytes); null to send none. */
+  body: string | Buffer | null;
 }
 
 export type RequestUpResult<Context> =

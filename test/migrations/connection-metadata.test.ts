@@ -69,19 +69,17 @@ describe('connection-metadata requestUp, against every legacy capture', () => {
       // the body Nango would have parsed and no query string.
       expect(result.request.path).toBe('/connections/metadata');
       expect(result.request.method).toBe(entry.request?.method);
-      expect(result.request.body).toBe(JSON.stringify(JSON.parse(entry.request?.body ?? '')));
+      expect(result.request.body?.toString()).toBe(JSON.stringify(JSON.parse(entry.request?.body ?? '')));
     });
   }
 });
 
 describe('connection-metadata responseDown', () => {
-  const context = {
-    serialised: '{"connection_id":"c","provider_config_key":"k","metadata":{"a":1}}',
-    legacyPath: '/connection/metadata',
-  };
+  const sent = '{"connection_id":"c","provider_config_key":"k","metadata":{"a":1}}';
+  const context = { serialised: Buffer.from(sent), legacyPath: '/connection/metadata' };
 
   it('keeps the successor echo byte for byte, with the legacy status', () => {
-    const body = Buffer.from(context.serialised);
+    const body = Buffer.from(sent);
     expect(
       migration.responseDown?.({ status: 200, headers: {}, body }, { ...context, successStatus: 201 }),
     ).toEqual({
@@ -95,7 +93,7 @@ describe('connection-metadata responseDown', () => {
       { status: 200, headers: {}, body: merged },
       { ...context, successStatus: 200 },
     );
-    expect(answer?.body?.toString()).toBe(context.serialised);
+    expect(answer?.body?.toString()).toBe(sent);
     expect(patch.validateResponse(200, JSON.parse(answer?.body?.toString() ?? ''))).toBe(true);
   });
 

@@ -85,7 +85,7 @@ function upstream(status: number, body: string) {
 
 /** The successor echoes the body it was sent (nango-api.md §1; metadata-patch.json success entries). */
 function successorEcho(up: ReturnType<typeof forwarded>) {
-  return upstream(up.request.method === 'POST' ? 201 : 200, up.request.body ?? '');
+  return upstream(up.request.method === 'POST' ? 201 : 200, String(up.request.body ?? ''));
 }
 
 function down(up: ReturnType<typeof forwarded>, response: ReturnType<typeof upstream>) {
@@ -173,10 +173,12 @@ describe('connection-path-metadata: the successor request', () => {
       'Provider-Config-Key': 'fromHeader',
     });
     expect(
-      JSON.parse(forwarded(migration.requestUp(legacyRequest(both))).request.body ?? '').provider_config_key,
+      JSON.parse(String(forwarded(migration.requestUp(legacyRequest(both))).request.body ?? ''))
+        .provider_config_key,
     ).toBe('fromQuery');
     expect(
-      JSON.parse(forwarded(migration.requestUp(legacyRequest(empty))).request.body ?? '').provider_config_key,
+      JSON.parse(String(forwarded(migration.requestUp(legacyRequest(empty))).request.body ?? ''))
+        .provider_config_key,
     ).toBe('fromHeader');
   });
 
@@ -302,7 +304,7 @@ describe('connection-path-metadata: decisions where no capture exists', () => {
         legacyRequest(call('PATCH', '/connection/caf%C3%A9/metadata?provider_config_key=k', '{"a":1}')),
       ),
     );
-    expect(JSON.parse(up.request.body ?? '').connection_id).toBe('café');
+    expect(JSON.parse(String(up.request.body ?? '')).connection_id).toBe('café');
     const invalid =
       '{"error":{"code":"invalid_body","errors":[{"code":"invalid_union","message":"Invalid input","path":["connection_id"]}]}}';
     expect(down(up, upstream(400, invalid))).toEqual({ status: 400 });
@@ -314,7 +316,7 @@ describe('connection-path-metadata: decisions where no capture exists', () => {
         legacyRequest(call('PATCH', '/connection/c/metadata?provider_config_key=a%2Fb', '{}')),
       ),
     );
-    expect(JSON.parse(up.request.body ?? '').provider_config_key).toBe('a/b');
+    expect(JSON.parse(String(up.request.body ?? '')).provider_config_key).toBe('a/b');
   });
 
   it('answers a malformed escape in the id with the generic 500, before auth', () => {

@@ -18,7 +18,16 @@
  *   --shim-main FILE                    run another build of the shim (A/B of a change); implies no build
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -220,11 +229,23 @@ function startReference(helpers: Helpers, upstreamUrl: string, execArgv: string[
   });
 }
 
+/**
+ * The Node flags `npm start` runs the shim with (package.json `config.node_flags`): the bench measures the
+ * shim as operators run it.
+ */
+const SHIM_NODE_FLAGS: string[] = (
+  (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { config?: { node_flags?: string } })
+    .config?.node_flags ?? ''
+)
+  .split(' ')
+  .filter(Boolean);
+
 function startShim(
   helpers: Helpers,
   upstreamUrl: string,
-  execArgv: string[] = [],
+  extraExecArgv: string[] = [],
 ): { child: BenchChild; logFile: string } {
+  const execArgv = [...SHIM_NODE_FLAGS, ...extraExecArgv];
   // stdout goes to a file: nothing printed, every byte the shim logs is counted.
   const logFile = path.join(TMP, `shim-stdout-${++shimLogSeq}.log`);
   const fd = openSync(logFile, 'w');

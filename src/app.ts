@@ -13,6 +13,7 @@ import { checkTranslation, readLegacyBody, translate, upstreamFailureAnswer } fr
 import { createMigrations, matchMigration } from './migrations/index.js';
 import type { Migration } from './migrations/migration.js';
 import { compileOperations, type OpenApiDocument } from './openapi.js';
+import { originForm, pathOf } from './request-target.js';
 import {
   settleValidation,
   type UsageAction,
@@ -64,28 +65,6 @@ export interface App {
 const PASS_STARTED = Symbol('pass-through started');
 interface TimedResponse extends ServerResponse {
   [PASS_STARTED]?: number;
-}
-
-function pathOf(url: string): string {
-  const mark = url.indexOf('?');
-  return mark === -1 ? url : url.slice(0, mark);
-}
-
-/**
- * RFC 9112 §3.2.2: a server must accept the absolute form (`GET http://host/path`) and use its path. The
- * host in it is ignored (the shim only ever connects to the configured upstream), and the path is matched
- * like any other, so the absolute form cannot slip a legacy call past its migration. Undefined for a
- * target that is neither form (e.g. `*`).
- */
-export function originForm(target: string): string | undefined {
-  if (target.charCodeAt(0) === 47) return target;
-  if (!/^(https?|wss?):\/\//i.test(target)) return undefined;
-  try {
-    const url = new URL(target);
-    return url.pathname + url.search;
-  } catch {
-    return undefined;
-  }
 }
 
 const INVALID_TARGET = errorAnswer('invalidRequestTarget', { message: 'The request target must be a path.' });

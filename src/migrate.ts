@@ -7,6 +7,7 @@ import { errorAnswer, type LocalAnswer } from './errors.js';
 import { type Forwarder, UpstreamError, type UpstreamFailure, type UpstreamResponse } from './forward.js';
 import type { LegacyRequest, Migration } from './migrations/migration.js';
 import { BodyError, readBody } from './read-body.js';
+import { splitTarget } from './request-target.js';
 import { endToEndHeaders, successorRequestHeaders } from './upstream-headers.js';
 import type { ValidationReport } from './usage.js';
 
@@ -103,11 +104,6 @@ export function decodeAnswer(response: UpstreamResponse, maxBytes: number): Upst
   return { status: response.status, headers, body };
 }
 
-function splitUrl(url: string): { path: string; query: string } {
-  const mark = url.indexOf('?');
-  return mark === -1 ? { path: url, query: '' } : { path: url.slice(0, mark), query: url.slice(mark + 1) };
-}
-
 export async function readLegacyBody(
   req: IncomingMessage,
   res: ServerResponse,
@@ -137,7 +133,7 @@ function legacyRequest(
   params: Record<string, string>,
   body: Buffer | null,
 ): LegacyRequest {
-  const { path, query } = splitUrl(req.url ?? '/');
+  const { path, query } = splitTarget(req.url ?? '/');
   return { method: req.method ?? 'GET', path, query, params, headers: req.headers, body };
 }
 

@@ -41,8 +41,14 @@ function expectedType(schema: SchemaNode): string {
   return Array.isArray(schema.type) ? (schema.type[0] ?? 'unknown') : (schema.type ?? 'unknown');
 }
 
-function quoteKeys(keys: string[]): string {
-  return keys.map((key) => JSON.stringify(key)).join(', ');
+/** zod's issue for the keys a strict object does not know (also the shape of Nango's query errors). */
+export function unrecognizedKeysIssue(keys: string[]): ValidationIssue {
+  const quoted = keys.map((key) => JSON.stringify(key)).join(', ');
+  return {
+    code: 'unrecognized_keys',
+    message: `Unrecognized key${keys.length > 1 ? 's' : ''}: ${quoted}`,
+    path: [],
+  };
 }
 
 /**
@@ -122,11 +128,7 @@ function toNangoIssues(
     .filter((error) => error.keyword === 'additionalProperties' && error.instancePath === '')
     .map((error) => String(error.params.additionalProperty));
   if (unknownKeys.length > 0) {
-    issues.push({
-      code: 'unrecognized_keys',
-      message: `Unrecognized key${unknownKeys.length > 1 ? 's' : ''}: ${quoteKeys(unknownKeys)}`,
-      path: [],
-    });
+    issues.push(unrecognizedKeysIssue(unknownKeys));
   }
   return issues;
 }

@@ -9,6 +9,7 @@ import type { ConfigHolder, RequestLimiter } from './app.js';
 import { type ActiveConfig, type Config, type RateLimitRule, ROUTE_IDS, type RouteId } from './config.js';
 import { errorAnswer, tooManyRequestsAnswer } from './errors.js';
 import type { RedisConnection } from './redis.js';
+import { pathOf } from './request-target.js';
 
 export type LimitScope = RouteId | 'passthrough';
 
@@ -63,10 +64,6 @@ function keyOf(req: IncomingMessage): string {
 /** express-rate-limit's draft-8 headers use Express's `res.append`; a plain node response has `appendHeader`. */
 function append(this: ServerResponse, name: string, value: string | string[]): ServerResponse {
   return this.appendHeader(name, value);
-}
-
-function pathOf(url: string | undefined): string {
-  return (url ?? '/').split('?', 1)[0] ?? '/';
 }
 
 /**
@@ -138,7 +135,7 @@ export function createRateLimiter({ configs, logger, redis }: RateLimiterOptions
       identifier: scope,
       keyGenerator: keyOf,
       handler(req, res) {
-        sendLocalAnswer(res, tooManyRequestsAnswer(req.method, pathOf(req.url), message));
+        sendLocalAnswer(res, tooManyRequestsAnswer(req.method, pathOf(req.url ?? '/'), message));
       },
       passOnStoreError: failOpen,
       logger: limiterLogger,

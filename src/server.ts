@@ -1,7 +1,8 @@
-import http, { type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
+import http, { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import { sendLocalAnswerOnSocket } from './answer.js';
 import type { App } from './app.js';
 import type { Config } from './config.js';
 import { errorAnswer } from './errors.js';
@@ -15,19 +16,15 @@ export interface ShimServer {
 }
 
 /** What a client that did not speak valid HTTP gets, in Nango's error shape, before its connection closes. */
-function clientErrorAnswer(code: string | undefined): string {
-  const answer =
-    code === 'HPE_HEADER_OVERFLOW'
-      ? // RFC 6585 §5, as Node itself answers.
-        errorAnswer('headersTooLarge', { message: 'The request headers are too large.' })
-      : code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? errorAnswer('requestTimeout', { message: 'The request did not arrive in time.' })
-        : errorAnswer('badRequest', { message: 'The request is not valid HTTP.' });
-  const body = JSON.stringify(answer.body);
-  return (
-    `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
-    `Connection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
-  );
+function clientErrorAnswer(code: string | undefined) {
+  if (code === 'HPE_HEADER_OVERFLOW') {
+    // RFC 6585 §5, as Node itself answers.
+    return errorAnswer('headersTooLarge', { message: 'The request headers are too large.' });
+  }
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    return errorAnswer('requestTimeout', { message: 'The request did not arrive in time.' });
+  }
+  return errorAnswer('badRequest', { message: 'The request is not valid HTTP.' });
 }
 
 /** The public listener: node:http with the timeouts a gateway needs, the app's handlers, and draining. */
@@ -72,11 +69,8 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
     app.handleUpgrade(req, socket, head);
   });
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
-    if (error.code === 'ECONNRESET' || !socket.writable || socket.writableEnded) {
-      socket.destroy();
-      return;
-    }
-    socket.end(clientErrorAnswer(error.code));
+    if (error.code === 'ECONNRESET') socket.destroy();
+    else sendLocalAnswerOnSocket(socket, clientErrorAnswer(error.code));
   });
 
   return {

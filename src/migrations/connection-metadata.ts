@@ -2,7 +2,7 @@ import { parse as parseQuery } from 'node:querystring';
 import { syntacticAuthFailure } from '../api-key.js';
 import { authErrorAnswer, errorAnswer, type ValidationIssue } from '../errors.js';
 import { type JsonBody, parseJsonBody } from '../json-body.js';
-import type { OperationValidators } from '../openapi.js';
+import { type OperationValidators, unrecognizedKeysIssue } from '../openapi.js';
 import {
   type LegacyRequest,
   type Migration,
@@ -30,14 +30,7 @@ export function contentTypeRejected(contentType: string | undefined): boolean {
 export function queryIssues(query: string): ValidationIssue[] {
   const keys = Object.keys(parseQuery(query));
   if (keys.length === 0) return [];
-  const quoted = keys.map((key) => JSON.stringify(key)).join(', ');
-  return [
-    {
-      code: 'unrecognized_keys',
-      message: `Unrecognized key${keys.length > 1 ? 's' : ''}: ${quoted}`,
-      path: [],
-    },
-  ];
+  return [unrecognizedKeysIssue(keys)];
 }
 
 /**

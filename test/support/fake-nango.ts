@@ -290,7 +290,8 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 // Public API shapes (field order from connection-get.json and setup.json)
 // ---------------------------------------------------------------------------------------------------------
 
-function connectionBody(connection: Connection, timestamp: (t: Timestamp) => string) {
+/** The fields every connection shape starts with, in Nango's order. */
+function connectionSummary(connection: Connection) {
   return {
     id: connection.id,
     connection_id: connection.connectionId,
@@ -300,6 +301,12 @@ function connectionBody(connection: Connection, timestamp: (t: Timestamp) => str
     end_user: null,
     tags: connection.tags,
     metadata: connection.metadata,
+  };
+}
+
+function connectionBody(connection: Connection, timestamp: (t: Timestamp) => string) {
+  return {
+    ...connectionSummary(connection),
     connection_config: connection.connectionConfig,
     webhook_url_override: null,
     created_at: timestamp(connection.createdAt),
@@ -311,14 +318,7 @@ function connectionBody(connection: Connection, timestamp: (t: Timestamp) => str
 
 function connectionListItem(connection: Connection) {
   return {
-    id: connection.id,
-    connection_id: connection.connectionId,
-    provider_config_key: connection.providerConfigKey,
-    provider: connection.provider,
-    errors: [],
-    end_user: null,
-    tags: connection.tags,
-    metadata: connection.metadata,
+    ...connectionSummary(connection),
     created: microsTimestamp(connection.createdAt),
   };
 }

@@ -16,6 +16,7 @@ import { createFileLedgerStore, LEDGER_FILE, readLedgerFile } from '../src/ledge
 import { createLogger } from '../src/logger.js';
 import type { UsageEvent } from '../src/usage.js';
 import { DEFAULTS } from './support/shim.js';
+import { usageEvent } from './support/usage-event.js';
 
 const DAY = 86_400_000;
 const NOW = Date.parse('2026-03-01T12:00:00Z');
@@ -25,18 +26,7 @@ function call(
   at: number,
   { status = 200, routeId = 'connection-metadata' as RouteId, userAgent = 'nango-node/0.66.2' } = {},
 ): UsageEvent {
-  return {
-    routeId,
-    method: 'PATCH',
-    path: '/connection/metadata',
-    fingerprint,
-    userAgent,
-    status,
-    durationMs: 1,
-    stage: 'translate',
-    action: 'translated',
-    at,
-  };
+  return usageEvent({ fingerprint, at, status, routeId, userAgent });
 }
 
 function configsWith(overrides: Record<string, unknown> = {}) {

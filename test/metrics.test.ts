@@ -4,6 +4,7 @@ import { parseConfig, type RouteId } from '../src/config.js';
 import { createMetrics } from '../src/metrics.js';
 import type { UsageEvent } from '../src/usage.js';
 import { DEFAULTS } from './support/shim.js';
+import { usageEvent } from './support/usage-event.js';
 
 const NAMED = 'aaaaaaaaaaaaaaaa';
 
@@ -16,18 +17,7 @@ function call(
   status = 200,
   routeId: RouteId = 'connection-metadata',
 ): UsageEvent {
-  return {
-    routeId,
-    method: 'PATCH',
-    path: '/connection/metadata',
-    fingerprint,
-    userAgent: 'nango-node/0.66.2',
-    status,
-    durationMs: 1,
-    stage: 'translate',
-    action: 'translated',
-    at: Date.now(),
-  };
+  return usageEvent({ fingerprint, status, routeId });
 }
 
 /** The value of one sample line, or undefined when the series does not exist. */

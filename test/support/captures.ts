@@ -2,13 +2,20 @@
  * The recorded Nango 0.71.4 exchanges in ../shared/fixtures/nango-captures: loading them, and sending a
  * captured request again, byte for byte, to another server.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import { pathToFileURL } from 'node:url';
 import * as z from 'zod';
 import { DEV_KEY, PROD_KEY } from './fake-nango.js';
 
-const CAPTURES_DIR = new URL('../../../shared/fixtures/nango-captures/', import.meta.url);
+/**
+ * The captures live in the project's shared folder, beside the repository (as on CI:
+ * `../shared/fixtures/nango-captures`); NANGO_CAPTURES_DIR points elsewhere for a clone kept somewhere else.
+ */
+const CAPTURES_DIR = process.env.NANGO_CAPTURES_DIR
+  ? pathToFileURL(`${process.env.NANGO_CAPTURES_DIR.replace(/\/?$/, '/')}`)
+  : new URL('../../../shared/fixtures/nango-captures/', import.meta.url);
 
 /** The order the files were captured in, on one database (capture-meta.json "fixture_data"). */
 export const CAPTURE_FILES = [
@@ -62,7 +69,14 @@ export interface CaptureReply {
 }
 
 export function loadCaptures(file: string): CaptureEntry[] {
-  const text = readFileSync(new URL(file, CAPTURES_DIR), 'utf8');
+  const location = new URL(file, CAPTURES_DIR);
+  if (!existsSync(location)) {
+    throw new Error(
+      `capture ${file} not found at ${location.pathname}: the tests need the shared captures beside the ` +
+        'repository (../shared/fixtures/nango-captures) or NANGO_CAPTURES_DIR set to their folder',
+    );
+  }
+  const text = readFileSync(location, 'utf8');
   return z.array(captureEntrySchema).parse(JSON.parse(text));
 }
 

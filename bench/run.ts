@@ -8,7 +8,7 @@
  * connections, rounds interleaved. CPU per request is each child's own user+system time, read over IPC
  * (bench/probe.ts) before and after every run; a scenario's figure is the median of its rounds.
  *
- *   npm run bench                       full run: 5 s per run, 2 rounds; exits 0, PASS/FAIL per target
+ *   npm run bench                       full run: 3 s per run, 4 rounds; exits 0, PASS/FAIL per target
  *   npm run bench -- --quick            1 s per run, 1 round; exits 1 only if a request failed
  *   npm run bench -- --out FILE         also writes the results as JSON
  *   npm run bench -- --profile DIR      instead: CPU profiles (node --cpu-prof) of the reference and the
@@ -81,8 +81,8 @@ function positive(raw: string | undefined, fallback: number, what: string): numb
 }
 
 const QUICK = args.quick;
-const RUN_SECONDS = positive(args.duration, QUICK ? 1 : 5, '--duration');
-const ROUNDS = Math.round(positive(args.rounds, QUICK ? 1 : 2, '--rounds'));
+const RUN_SECONDS = positive(args.duration, QUICK ? 1 : 3, '--duration');
+const ROUNDS = Math.round(positive(args.rounds, QUICK ? 1 : 4, '--rounds'));
 const WARMUP_SECONDS = QUICK ? 0.3 : 0.5;
 const CONNECTION_LEVELS = [1, 50] as const;
 const SHIM_LOG_LEVEL = process.env.SHIM_LOG_LEVEL || 'info';
@@ -304,6 +304,7 @@ async function checkScenario(baseUrl: string, scenario: Scenario): Promise<void>
 // ── measurement ────────────────────────────────────────────────────────────────────────────────────────
 
 interface Run {
+  round: number;
   scenario: Scenario;
   connections: number;
   load: LoadResult;
@@ -326,6 +327,7 @@ async function measure(
   scenario: Scenario,
   connections: number,
   seconds: number,
+  round: number,
 ): Promise<Run> {
   const child = targets[scenario.target];
   const sampled = child === targets.upstream ? [child] : [child, targets.upstream];
@@ -335,6 +337,7 @@ async function measure(
   const after: Sample[] = await Promise.all(sampled.map((each) => each.sample()));
   const cpu = (index: number) => (after[index]?.cpuUs ?? 0) - (before[index]?.cpuUs ?? 0);
   return {
+    round,
     scenario,
     connections,
     load,
@@ -406,6 +409,22 @@ function aggregate(runs: Run[]): ScenarioResult {
     log_bytes_per_req:
       first.scenario.target === 'shim' ? perReq(runs.reduce((sum, run) => sum + run.logBytes, 0)) : null,
   };
+}
+
+/**
+ * The CPU ratios, one per round: the shim's CPU/req at 50 connections over the reference's GET pass-through
+ * in the same round, measured seconds apart. The summary is their median: a ratio of two runs side by side
+ * holds still when the whole machine speeds up or slows down between rounds, which a ratio of two
+ * separately pooled figures does not.
+ */
+function pairedRatios(runs: Map<string, Run[]>, shimScenario: ScenarioName, referenceScenario: ScenarioName) {
+  const shim = runs.get(`${shimScenario}|shim|50`) ?? [];
+  const reference = runs.get(`${referenceScenario}|reference|50`) ?? [];
+  const perReq = (run: Run) => (run.load.responses === 0 ? Number.NaN : run.cpuUs / run.load.responses);
+  return shim.flatMap((run) => {
+    const partner = reference.find((candidate) => candidate.round === run.round);
+    return partner ? [perReq(run) / perReq(partner)] : [];
+  });
 }
 
 // ── report ─────────────────────────────────────────────────────────────────────────────────────────────
@@ -579,9 +598,12 @@ async function benchmark(helpers: Helpers): Promise<number> {
 
   const runs = new Map<string, Run[]>();
   for (let round = 1; round <= ROUNDS; round++) {
+    // Every other round runs the scenarios in reverse (A B C, then C B A): whatever the previous run leaves
+    // behind on the machine falls on each target alike, not always on the same one.
+    const order = round % 2 === 1 ? SCENARIOS : [...SCENARIOS].reverse();
     for (const connections of CONNECTION_LEVELS) {
-      for (const scenario of SCENARIOS) {
-        const run = await measure(targets, scenario, connections, RUN_SECONDS);
+      for (const scenario of order) {
+        const run = await measure(targets, scenario, connections, RUN_SECONDS, round);
         const key = `${scenario.name}|${scenario.target}|${connections}`;
         runs.set(key, [...(runs.get(key) ?? []), run]);
         const rps = run.load.durationS > 0 ? run.load.responses / run.load.durationS : 0;
@@ -601,13 +623,11 @@ async function benchmark(helpers: Helpers): Promise<number> {
     result?.[field] ?? Number.NaN;
 
   const shimResults = results.filter((r) => r.target === 'shim');
+  const passthroughRounds = pairedRatios(runs, 'get-passthrough', 'get-passthrough');
+  const translateRounds = pairedRatios(runs, 'patch-metadata', 'get-passthrough');
   const summary = {
-    passthrough_cpu_vs_reference:
-      value(find('get-passthrough', 'shim', 50), 'cpu_us_per_req') /
-      value(find('get-passthrough', 'reference', 50), 'cpu_us_per_req'),
-    translate_cpu_vs_reference:
-      value(find('patch-metadata', 'shim', 50), 'cpu_us_per_req') /
-      value(find('get-passthrough', 'reference', 50), 'cpu_us_per_req'),
+    passthrough_cpu_vs_reference: median(passthroughRounds),
+    translate_cpu_vs_reference: median(translateRounds),
     added_p50_ms_c1:
       value(find('patch-metadata', 'shim', 1), 'p50_ms') -
       value(find('patch-metadata', 'upstream', 1), 'p50_ms'),
@@ -619,6 +639,8 @@ async function benchmark(helpers: Helpers): Promise<number> {
       value(find('get-passthrough', 'upstream', 1), 'p50_ms'),
     peak_rss_mb: Math.max(...shimResults.filter((r) => r.connections === 50).map((r) => r.peak_rss_mb)),
     errors: shimResults.reduce((sum, r) => sum + r.errors, 0),
+    passthrough_cpu_vs_reference_rounds: passthroughRounds,
+    translate_cpu_vs_reference_rounds: translateRounds,
   };
   const checks = Object.fromEntries(
     (Object.keys(TARGETS) as TargetKey[]).map((key) => [
@@ -651,7 +673,10 @@ async function benchmark(helpers: Helpers): Promise<number> {
     checks[key].pass ? 'PASS' : 'FAIL',
   ]);
   out.push(table(['summary', 'value', 'target', ''], summaryRows, [false, true, false, false]));
+  const list = (values: number[]) => values.map((ratio) => ratio.toFixed(3)).join(' ');
   out.push(
+    `  (CPU ratios are the median of one ratio per round, shim and reference side by side: pass-through ` +
+      `${list(summary.passthrough_cpu_vs_reference_rounds)}; translated ${list(summary.translate_cpu_vs_reference_rounds)})`,
     `  (GET: shim adds ${fixed(summary.added_p50_ms_c1_get, 3)} ms p50 at 1 connection; the bare reference adds ` +
       `${fixed(summary.reference_added_p50_ms_c1_get, 3)} ms)`,
     ...noiseNote([

@@ -154,7 +154,7 @@ function armAnswerTimeouts(agent: http.Agent, timeoutMs: number, agentTimeoutMs:
     // Usually the agent's own `timeout` is the same value and already arms the socket: the request only
     // listens, with one shared function, so nothing is allocated or re-armed per request. A longer
     // timeout than pooled sockets may idle is armed on the request itself.
-    if (timeoutMs === agentTimeoutMs) req.once('timeout', onAnswerTimeout);
+    if (timeoutMs === agentTimeoutMs) req.on('timeout', onAnswerTimeout);
     else req.setTimeout(timeoutMs, onAnswerTimeout);
     addRequest(req, options);
   };

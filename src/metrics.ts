@@ -1,6 +1,13 @@
 import { METHODS } from 'node:http';
-import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Registry } from 'prom-client';
 import type { ConfigHolder, TrafficObserver } from './app.js';
+import {
+  CellCounter,
+  CellHistogram,
+  type CounterCell,
+  type HistogramCell,
+  observeCell,
+} from './metric-cells.js';
 import { consumerOf, OTHER_CONSUMERS, statusClass, type UsageEvent, type UsageSink } from './usage.js';
 
 /** Where the consumers past `metrics.maxConsumers` are counted. */
@@ -8,13 +15,6 @@ import { consumerOf, OTHER_CONSUMERS, statusClass, type UsageEvent, type UsageSi
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 /** The route label of pass-through traffic in the duration histogram. */
 const PASSTHROUGH = 'passthrough';
-
-interface CounterChild {
-  inc(value?: number): void;
-}
-interface HistogramChild {
-  observe(value: number): void;
-}
 
 export interface Metrics {
   /** Counts every deprecated call by route, consumer, action and status class. */
@@ -40,24 +40,24 @@ export function createMetrics({ configs }: MetricsOptions): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
 
-  const deprecated = new Counter({
+  const deprecated = new CellCounter({
     name: 'nango_shim_deprecated_requests_total',
     help: 'Calls to deprecated Nango routes, by route, consumer, what the shim did and the status class.',
-    labelNames: ['route', 'consumer', 'action', 'status_class'] as const,
-    registers: [registry],
+    labelNames: ['route', 'consumer', 'action', 'status_class'],
+    registry,
   });
-  const upstreamDuration = new Histogram({
+  const upstreamDuration = new CellHistogram({
     name: 'nango_shim_upstream_request_duration_seconds',
     help: 'Duration of upstream exchanges: successor (translated), legacy (forwarded) or passthrough.',
-    labelNames: ['route', 'target'] as const,
+    labelNames: ['route', 'target'],
     buckets: DURATION_BUCKETS,
-    registers: [registry],
+    registry,
   });
-  const passThrough = new Counter({
+  const passThrough = new CellCounter({
     name: 'nango_shim_passthrough_requests_total',
     help: 'Requests no migration owns, forwarded unchanged, by method and status class.',
-    labelNames: ['method', 'status_class'] as const,
-    registers: [registry],
+    labelNames: ['method', 'status_class'],
+    registry,
   });
   const ledgerDropped = new Counter({
     name: 'nango_shim_ledger_dropped_total',
@@ -65,29 +65,30 @@ export function createMetrics({ configs }: MetricsOptions): Metrics {
     registers: [registry],
   });
 
-  // Label children are created once and reused: the pass-through path does a map lookup and an increment.
+  // Cells are looked up once and kept: the pass-through path does two map lookups and two additions.
   const knownMethods = new Set(METHODS);
-  const passThroughChildren = new Map<string, Map<string, CounterChild>>();
-  const passThroughDuration = upstreamDuration.labels(PASSTHROUGH, PASSTHROUGH);
-  const upstreamChildren = new Map<string, HistogramChild>();
-  const deprecatedChildren = new Map<string, CounterChild>();
+  const passThroughCells = new Map<string, Map<string, CounterCell>>();
+  const passThroughDuration = upstreamDuration.cell([PASSTHROUGH, PASSTHROUGH]);
+  const bounds = upstreamDuration.bounds;
+  const upstreamCells = new Map<string, HistogramCell>();
+  const deprecatedCells = new Map<string, CounterCell>();
   const seenConsumers = new Set<string>();
 
-  function passThroughChild(method: string, status: number): CounterChild {
+  function passThroughCell(method: string, status: number): CounterCell {
     // The HTTP parser only accepts known methods; the guard keeps the label set closed all the same.
     const label = knownMethods.has(method) ? method : 'OTHER';
-    let byClass = passThroughChildren.get(label);
+    let byClass = passThroughCells.get(label);
     if (!byClass) {
       byClass = new Map();
-      passThroughChildren.set(label, byClass);
+      passThroughCells.set(label, byClass);
     }
     const cls = statusClass(status);
-    let child = byClass.get(cls);
-    if (!child) {
-      child = passThrough.labels(label, cls);
-      byClass.set(cls, child);
+    let cell = byClass.get(cls);
+    if (!cell) {
+      cell = passThrough.cell([label, cls]);
+      byClass.set(cls, cell);
     }
-    return child;
+    return cell;
   }
 
   /** The consumer label: the configured name, else the fingerprint, within the cardinality bound. */
@@ -109,27 +110,27 @@ export function createMetrics({ configs }: MetricsOptions): Metrics {
         const consumer = consumerLabel(event);
         const cls = statusClass(event.status);
         const key = `${event.routeId}\n${consumer}\n${event.action}\n${cls}`;
-        let child = deprecatedChildren.get(key);
-        if (!child) {
-          child = deprecated.labels(event.routeId, consumer, event.action, cls);
-          deprecatedChildren.set(key, child);
+        let cell = deprecatedCells.get(key);
+        if (!cell) {
+          cell = deprecated.cell([event.routeId, consumer, event.action, cls]);
+          deprecatedCells.set(key, cell);
         }
-        child.inc();
+        cell.value += 1;
       },
     },
     observer: {
       passThrough(req, res, durationMs) {
-        passThroughChild(req.method ?? 'GET', res.headersSent ? res.statusCode : 0).inc();
-        passThroughDuration.observe(durationMs / 1000);
+        passThroughCell(req.method ?? 'GET', res.headersSent ? res.statusCode : 0).value += 1;
+        observeCell(passThroughDuration, bounds, durationMs / 1000);
       },
       upstream(routeId, target, durationMs) {
         const key = `${routeId}\n${target}`;
-        let child = upstreamChildren.get(key);
-        if (!child) {
-          child = upstreamDuration.labels(routeId, target);
-          upstreamChildren.set(key, child);
+        let cell = upstreamCells.get(key);
+        if (!cell) {
+          cell = upstreamDuration.cell([routeId, target]);
+          upstreamCells.set(key, cell);
         }
-        child.observe(durationMs / 1000);
+        observeCell(cell, bounds, durationMs / 1000);
       },
     },
     countLedgerDropped(count) {

@@ -81,6 +81,7 @@ export class AnswerDecodeError extends Error {
  */
 export function decodeAnswer(response: UpstreamResponse, maxBytes: number): UpstreamResponse {
   if (response.body.length > maxBytes) throw new AnswerDecodeError(`answer over ${maxBytes} bytes`);
+  if (response.headers['content-encoding'] === undefined) return response;
   const codings = String(response.headers['content-encoding'] ?? '')
     .split(',')
     .map((token) => token.trim().toLowerCase())

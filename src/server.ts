@@ -54,7 +54,8 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
     },
     function handleShimRequest(req: IncomingMessage, res: ServerResponse) {
       active.add(res);
-      res.once('close', onResponseClose);
+      // `on`: a response closes once, and `once` would allocate a wrapper per request.
+      res.on('close', onResponseClose);
       // While draining, every answer closes its connection so keep-alive clients move on.
       if (draining) res.shouldKeepAlive = false;
       app.handleRequest(req, res);

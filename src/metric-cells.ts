@@ -37,6 +37,17 @@ function labelsOf(labelNames: readonly string[], values: readonly string[]): Rec
   return labels;
 }
 
+/** The cell of these label values in `cells`, made by `create` the first time. */
+function cellOf<T>(cells: Map<string, T>, values: readonly string[], create: () => T): T {
+  const key = values.join('\n');
+  let cell = cells.get(key);
+  if (cell === undefined) {
+    cell = create();
+    cells.set(key, cell);
+  }
+  return cell;
+}
+
 /** A counter of cells: `cell(values).value += 1` is the whole cost of counting. */
 export class CellCounter {
   private readonly cells = new Map<string, CounterCell>();
@@ -60,13 +71,7 @@ export class CellCounter {
 
   /** The series of these label values, created at 0 the first time. Callers keep it: the lookup is a Map get. */
   cell(values: readonly string[]): CounterCell {
-    const key = values.join('\n');
-    let cell = this.cells.get(key);
-    if (!cell) {
-      cell = { labels: labelsOf(this.labelNames, values), value: 0 };
-      this.cells.set(key, cell);
-    }
-    return cell;
+    return cellOf(this.cells, values, () => ({ labels: labelsOf(this.labelNames, values), value: 0 }));
   }
 }
 
@@ -75,15 +80,6 @@ interface HistogramValue {
   sharedLabels: Readonly<Record<string, string>>;
   value: number;
   metricName: string;
-}
-
-/** Adds one observation to a cell: find the bucket, count it. */
-export function observeCell(cell: HistogramCell, bounds: readonly number[], value: number): void {
-  let index = 0;
-  while (index < bounds.length && value > (bounds[index] as number)) index++;
-  cell.counts[index] = (cell.counts[index] ?? 0) + 1;
-  cell.sum += value;
-  cell.count += 1;
 }
 
 /**
@@ -110,18 +106,22 @@ export class CellHistogram {
   }
 
   cell(values: readonly string[]): HistogramCell {
-    const key = values.join('\n');
-    let cell = this.cells.get(key);
-    if (!cell) {
-      cell = {
-        labels: labelsOf(this.labelNames, values),
-        counts: new Float64Array(this.bounds.length + 1),
-        sum: 0,
-        count: 0,
-      };
-      this.cells.set(key, cell);
-    }
-    return cell;
+    return cellOf(this.cells, values, () => ({
+      labels: labelsOf(this.labelNames, values),
+      counts: new Float64Array(this.bounds.length + 1),
+      sum: 0,
+      count: 0,
+    }));
+  }
+
+  /** Adds one observation to a cell of this histogram: find the bucket, count it. */
+  observe(cell: HistogramCell, value: number): void {
+    const bounds = this.bounds;
+    let index = 0;
+    while (index < bounds.length && value > (bounds[index] as number)) index++;
+    cell.counts[index] = (cell.counts[index] ?? 0) + 1;
+    cell.sum += value;
+    cell.count += 1;
   }
 
   /** JSON form (registry.getMetricsAsJSON): each value's labels whole. */

@@ -1,16 +1,9 @@
 import { METHODS } from 'node:http';
 import { Counter, collectDefaultMetrics, Registry } from 'prom-client';
 import type { ConfigHolder, TrafficObserver } from './app.js';
-import {
-  CellCounter,
-  CellHistogram,
-  type CounterCell,
-  type HistogramCell,
-  observeCell,
-} from './metric-cells.js';
+import { CellCounter, CellHistogram, type CounterCell } from './metric-cells.js';
 import { consumerOf, OTHER_CONSUMERS, statusClass, type UsageEvent, type UsageSink } from './usage.js';
 
-/** Where the consumers past `metrics.maxConsumers` are counted. */
 /** Upstream exchanges last from a few ms to the upstream timeout (30 s by default). */
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 /** The route label of pass-through traffic in the duration histogram. */
@@ -34,7 +27,7 @@ export interface MetricsOptions {
 
 /**
  * The shim's metrics on a registry of their own (never prom-client's global one, so two shims in one process
- * or a library that registers globally cannot collide). Only this module imports prom-client.
+ * or a library that registers globally cannot collide). Only this module and its metric-cells.ts import prom-client.
  */
 export function createMetrics({ configs }: MetricsOptions): Metrics {
   const registry = new Registry();
@@ -69,9 +62,6 @@ export function createMetrics({ configs }: MetricsOptions): Metrics {
   const knownMethods = new Set(METHODS);
   const passThroughCells = new Map<string, Map<string, CounterCell>>();
   const passThroughDuration = upstreamDuration.cell([PASSTHROUGH, PASSTHROUGH]);
-  const bounds = upstreamDuration.bounds;
-  const upstreamCells = new Map<string, HistogramCell>();
-  const deprecatedCells = new Map<string, CounterCell>();
   const seenConsumers = new Set<string>();
 
   function passThroughCell(method: string, status: number): CounterCell {
@@ -109,28 +99,16 @@ export function createMetrics({ configs }: MetricsOptions): Metrics {
       record(event) {
         const consumer = consumerLabel(event);
         const cls = statusClass(event.status);
-        const key = `${event.routeId}\n${consumer}\n${event.action}\n${cls}`;
-        let cell = deprecatedCells.get(key);
-        if (!cell) {
-          cell = deprecated.cell([event.routeId, consumer, event.action, cls]);
-          deprecatedCells.set(key, cell);
-        }
-        cell.value += 1;
+        deprecated.cell([event.routeId, consumer, event.action, cls]).value += 1;
       },
     },
     observer: {
       passThrough(req, res, durationMs) {
         passThroughCell(req.method ?? 'GET', res.headersSent ? res.statusCode : 0).value += 1;
-        observeCell(passThroughDuration, bounds, durationMs / 1000);
+        upstreamDuration.observe(passThroughDuration, durationMs / 1000);
       },
       upstream(routeId, target, durationMs) {
-        const key = `${routeId}\n${target}`;
-        let cell = upstreamCells.get(key);
-        if (!cell) {
-          cell = upstreamDuration.cell([routeId, target]);
-          upstreamCells.set(key, cell);
-        }
-        observeCell(cell, bounds, durationMs / 1000);
+        upstreamDuration.observe(upstreamDuration.cell([routeId, target]), durationMs / 1000);
       },
     },
     countLedgerDropped(count) {

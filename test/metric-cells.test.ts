@@ -1,6 +1,6 @@
 import { Counter, Histogram, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { CellCounter, CellHistogram, observeCell } from '../src/metric-cells.js';
+import { CellCounter, CellHistogram } from '../src/metric-cells.js';
 
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 const LABELS = ['route', 'target'];
@@ -34,7 +34,7 @@ describe('CellHistogram', () => {
       registers: [theirs],
     });
     for (const [route, target, value] of OBSERVATIONS) {
-      observeCell(cells.cell([route, target]), cells.bounds, value);
+      cells.observe(cells.cell([route, target]), value);
       histogram.labels(route, target).observe(value);
     }
     expect(await ours.metrics()).toBe(await theirs.metrics());
@@ -60,10 +60,10 @@ describe('CellHistogram', () => {
     });
     const cell = cells.cell(['a', 'b']);
     expect(cells.cell(['a', 'b'])).toBe(cell);
-    observeCell(cell, cells.bounds, 0.2);
+    cells.observe(cell, 0.2);
     registry.resetMetrics();
     expect(await registry.metrics()).toContain('h_count{route="a",target="b"} 0');
-    observeCell(cell, cells.bounds, 0.2);
+    cells.observe(cell, 0.2);
     expect(await registry.metrics()).toContain('h_count{route="a",target="b"} 1');
   });
 });

@@ -1,5 +1,4 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { TLSSocket } from 'node:tls';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { sendBytes, sendLocalAnswer } from './answer.js';
 import type { RouteId } from './config.js';
@@ -177,12 +176,7 @@ export async function translate(
     forwarder.web(req, res);
     return 'translated';
   }
-  const headers = successorRequestHeaders(
-    req.headers,
-    forwarder.host,
-    { remoteAddress: req.socket.remoteAddress, encrypted: Boolean((req.socket as TLSSocket).encrypted) },
-    up.request.body,
-  );
+  const headers = successorRequestHeaders(req.headers, forwarder.host, req.socket, up.request.body);
   let response: UpstreamResponse;
   const started = performance.now();
   try {

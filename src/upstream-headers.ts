@@ -47,9 +47,29 @@ const REFRAMED: ReadonlySet<string> = new Set([
   'expect',
 ]);
 
+/** Where a request came from. A client's socket is one: `encrypted` is only on a TLS socket. */
 export interface ClientAddress {
-  remoteAddress: string | undefined;
-  encrypted: boolean;
+  readonly remoteAddress?: string | undefined;
+  readonly encrypted?: boolean;
+}
+
+/**
+ * The standard X-Forwarded-* headers, the same on every path to the upstream: the client's address appended
+ * to X-Forwarded-For; X-Forwarded-Proto and -Host set by the first proxy and kept after it. Written into
+ * `into`, which may be `headers` itself (pass-through forwards the client's own header object).
+ */
+export function setForwardedHeaders(
+  into: IncomingHttpHeaders | OutgoingHttpHeaders,
+  headers: IncomingHttpHeaders,
+  client: ClientAddress,
+): void {
+  const forwardedFor = headers['x-forwarded-for'];
+  const proto = headers['x-forwarded-proto'];
+  const host = headers['x-forwarded-host'];
+  const address = client.remoteAddress ?? '';
+  into['x-forwarded-for'] = forwardedFor ? `${forwardedFor},${address}` : address;
+  into['x-forwarded-proto'] = proto ?? (client.encrypted ? 'https' : 'http');
+  into['x-forwarded-host'] = host ?? headers.host ?? '';
 }
 
 /** The headers of a translated call: the client's own, re-framed, with the standard X-Forwarded-* added. */
@@ -62,12 +82,7 @@ export function successorRequestHeaders(
   // Accept-Encoding is dropped so the answer can be reshaped without guessing; Content-Length is recomputed.
   const result = endToEndHeaders(headers, REFRAMED);
   result.host = upstreamHost;
-  const forwardedFor = headers['x-forwarded-for'];
-  result['x-forwarded-for'] = forwardedFor
-    ? `${forwardedFor},${client.remoteAddress ?? ''}`
-    : (client.remoteAddress ?? '');
-  result['x-forwarded-proto'] = headers['x-forwarded-proto'] ?? (client.encrypted ? 'https' : 'http');
-  result['x-forwarded-host'] = headers['x-forwarded-host'] ?? headers.host ?? '';
+  setForwardedHeaders(result, headers, client);
   if (body !== null) {
     result['content-type'] = 'application/json';
     result['content-length'] = Buffer.byteLength(body);

@@ -121,6 +121,30 @@ describe('request line and headers', () => {
     expect(upstream.requests[0]?.headers['x-forwarded-for']).toBe('203.0.113.7,127.0.0.1');
   });
 
+  it('keeps the X-Forwarded-Proto and -Host a proxy in front of it set, and adds no X-Forwarded-Port', async () => {
+    const { upstream, shim } = await through(echoBody);
+
+    await request(shim.url, {
+      path: '/providers',
+      headers: {
+        'x-forwarded-for': '198.51.100.4, 203.0.113.7',
+        'x-forwarded-proto': 'https',
+        'x-forwarded-host': 'api.example.com',
+      },
+    });
+
+    const seen = upstream.requests[0]?.headers ?? {};
+    // The same three headers, with the same rules, as a translated call sends (upstream-headers.ts).
+    expect(seen['x-forwarded-for']).toBe('198.51.100.4, 203.0.113.7,127.0.0.1');
+    expect(seen['x-forwarded-proto']).toBe('https');
+    expect(seen['x-forwarded-host']).toBe('api.example.com');
+    expect(
+      Object.keys(seen)
+        .filter((name) => name.startsWith('x-forwarded-'))
+        .sort(),
+    ).toEqual(['x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto']);
+  });
+
   it("does not forward the client's connection options (RFC 9110 §7.6.1)", async () => {
     const { upstream, shim } = await through(echoBody);
 
@@ -526,6 +550,8 @@ describe('WebSocket upgrades', () => {
         upgrade: 'websocket',
         'sec-websocket-key': key,
         'x-forwarded-for': '127.0.0.1',
+        'x-forwarded-proto': 'http',
+        'x-forwarded-host': url.host,
       });
 
       // Idle for longer than upstream.timeoutMs: the no-answer timeout is over once the upgrade is answered.

@@ -112,6 +112,16 @@ describe('stage canary', () => {
       'PATCH /connections/metadata',
       'PATCH /connection/metadata',
     ]);
+    // Translated or passed through, the upstream sees the same X-Forwarded-* set.
+    const forwarded = (headers: Record<string, unknown> = {}) =>
+      Object.fromEntries(Object.entries(headers).filter(([name]) => name.startsWith('x-forwarded-')));
+    const expected = {
+      'x-forwarded-for': '127.0.0.1',
+      'x-forwarded-proto': 'http',
+      'x-forwarded-host': new URL(shim.url).host,
+    };
+    expect(forwarded(fake.requests[0]?.headers)).toEqual(expected);
+    expect(forwarded(fake.requests[1]?.headers)).toEqual(expected);
   });
 });
 

@@ -183,9 +183,20 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   const host = target.host;
   const basePath = target.pathname.replace(/\/$/, '');
 
+  // http-proxy-3 reads its target on every request. A string it parses again each time; a URL's getters slice
+  // a new string per read; a URL with a path (a prefix for every call) it re-parses per request to join it.
+  // Without a path the target is these plain fields, and there is nothing to prepend.
+  const prefixed = basePath !== '' || target.search !== '';
+  const plainTarget = {
+    protocol: target.protocol,
+    host: target.host,
+    hostname: target.hostname,
+    port: Number(target.port) || (secure ? 443 : 80),
+    href: target.href,
+  };
   const proxy = createProxyServer({
-    // A URL, not a string: http-proxy-3 parses a string target again on every request.
-    target,
+    target: prefixed ? target : plainTarget,
+    prependPath: prefixed,
     agent,
     // The X-Forwarded-* headers are the shim's own (setForwardedHeaders), the same as on translated calls.
     // http-proxy-3's xfwd builds each header name by concatenation, three times per header, and parses the

@@ -113,6 +113,19 @@ describe('request line and headers', () => {
     expect(seen.host).toBe(`127.0.0.1:${upstream.port}`);
   });
 
+  it('prefixes every target with the path of an upstream URL that has one', async () => {
+    upstream = track(await startUpstream(echoBody));
+    shim = track(await startShim(`${upstream.url}/nango/`, {}));
+
+    await request(shim.url, { path: '/providers?x=1&y=%20' });
+    await request(shim.url, { path: '//double//slash/' });
+
+    expect(upstream.requests.map((seen) => seen.url)).toEqual([
+      '/nango/providers?x=1&y=%20',
+      '/nango//double//slash/',
+    ]);
+  });
+
   it('appends to an X-Forwarded-For the client already sent', async () => {
     const { upstream, shim } = await through(echoBody);
 

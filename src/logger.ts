@@ -32,10 +32,42 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
       level,
       base: { service: 'nango-shim' },
       redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
-      formatters: { level: (label) => ({ level: label }) },
+      formatters: { level: levelField },
     },
     stream,
   );
+}
+
+/** How a line names its level: `"level":"info"`, not pino's number. */
+function levelField(label: string) {
+  return { level: label };
+}
+
+/** The pino fields a line is assembled from; pino exports these symbols for libraries that write lines. */
+interface LineParts {
+  [pino.symbols.streamSym]: DestinationStream;
+  [pino.symbols.timeSym]: () => string;
+  [pino.symbols.chindingsSym]: string;
+}
+
+/**
+ * A writer of one hot line of fixed shape, at level info: the very JSON `logger.info(fields, msg)` writes
+ * (level, time, the logger's bindings, the fields, msg), assembled here instead of by pino's generic
+ * serialiser. Among the shim's other log calls that serialiser costs three times as much as the line itself
+ * (callgrind: the usage line per deprecated call went from about 45k to 14k instructions). `members` are
+ * the fields as JSON object members, each starting with a comma. The caller vouches for them: no
+ * redaction runs, so they must never hold a secret.
+ */
+export function infoLineWriter(logger: Logger, msg: string): (members: string) => void {
+  const parts = logger as unknown as LineParts;
+  const head = JSON.stringify(levelField('info')).slice(0, -1);
+  const tail = `,"msg":${JSON.stringify(msg)}}\n`;
+  return (members) => {
+    if (!logger.isLevelEnabled('info')) return;
+    parts[pino.symbols.streamSym].write(
+      head + parts[pino.symbols.timeSym]() + parts[pino.symbols.chindingsSym] + members + tail,
+    );
+  };
 }
 
 function bufferedStdout(): DestinationStream {

@@ -1,6 +1,8 @@
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { fingerprintKey } from '../src/api-key.js';
+import { createLogger } from '../src/logger.js';
+import { createUsageLog, type UsageEvent } from '../src/usage.js';
 import { sendCapture } from './support/captures.js';
 import { closedAfterEach } from './support/cleanup.js';
 import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
@@ -75,5 +77,84 @@ describe('the usage log line', () => {
     const [line] = await usageLines(shim, 1);
     expect(line).toMatchObject({ route: 'connection-metadata', status: 0, action: 'client-closed' });
     expect(fake.requests).toEqual([]);
+  });
+});
+
+describe('the usage line writer', () => {
+  /** A logger like the shim's, writing into an array. */
+  function capture(level: 'info' | 'warn' = 'info') {
+    const lines: string[] = [];
+    const logger = createLogger(level, { write: (line: string) => lines.push(line) });
+    return { logger, lines };
+  }
+  const base: UsageEvent = {
+    routeId: 'connection-metadata',
+    method: 'PATCH',
+    path: '/connection/metadata',
+    fingerprint: '586560f12c102e47',
+    userAgent: 'nango-node/0.66.2',
+    status: 200,
+    durationMs: 1.234,
+    stage: 'translate',
+    action: 'translated',
+    at: 0,
+  };
+  const events: Array<[string, UsageEvent]> = [
+    ['a translated call', base],
+    ['no key and no user agent', { ...base, fingerprint: undefined, userAgent: undefined, status: 401 }],
+    [
+      'a user agent with quotes, controls and non-ASCII',
+      { ...base, userAgent: 'x "q" \\ \u0001\n\t é 🚀 \ud800 </script>' },
+    ],
+    [
+      'a validate-stage report',
+      {
+        ...base,
+        stage: 'validate',
+        action: 'passed-through',
+        validation: { predictedStatus: undefined, predictedCode: undefined, actualStatus: 200, agrees: true },
+      },
+    ],
+    [
+      'a client that left',
+      { ...base, status: 0, action: 'client-closed', durationMs: 1e-7, path: '/connection/a%2Fb' },
+    ],
+  ];
+
+  it.each(events)('writes what pino writes for %s, byte for byte', (_name, event) => {
+    const { logger, lines } = capture();
+    createUsageLog(logger).record(event);
+    logger.info(
+      {
+        route: event.routeId,
+        method: event.method,
+        path: event.path,
+        fingerprint: event.fingerprint ?? null,
+        userAgent: event.userAgent ?? null,
+        status: event.status,
+        durationMs: event.durationMs,
+        stage: event.stage,
+        action: event.action,
+        ...(event.validation ? { validation: event.validation } : {}),
+      },
+      'deprecated endpoint called',
+    );
+    const [fast, viaPino] = lines.map((line) => line.replace(/"time":\d+/, '"time":0'));
+    expect(lines).toHaveLength(2);
+    expect(fast).toBe(viaPino);
+    expect(JSON.parse(fast ?? '')).toMatchObject({
+      level: 'info',
+      service: 'nango-shim',
+      route: event.routeId,
+    });
+  });
+
+  it('writes nothing when the level is above info', () => {
+    const { logger, lines } = capture('warn');
+    createUsageLog(logger).record(base);
+    expect(lines).toEqual([]);
+    logger.level = 'info';
+    createUsageLog(logger).record(base);
+    expect(lines).toHaveLength(1);
   });
 });

@@ -55,6 +55,13 @@ export interface StartOptions {
   probe: string;
   env: Record<string, string>;
   execArgv?: string[];
+  /**
+   * A program the child's `node` runs under, with its arguments (valgrind for --instructions): the process is
+   * then `wrapper… node --import probe … module`, and its pid is the wrapper's.
+   */
+  wrapper?: string[];
+  /** How long the child may take to listen; longer under valgrind. */
+  listenTimeoutMs?: number;
   /** A file descriptor for the child's stdout; ignored when absent. */
   stdout?: number;
 }
@@ -85,10 +92,14 @@ export class BenchChild {
   constructor(options: StartOptions) {
     this.name = options.name;
     // execArgv is always explicit: the bench itself runs under tsx, whose flags must not reach the children.
+    const nodeArgs = ['--import', pathToFileURL(options.probe).href, ...(options.execArgv ?? [])];
+    const [wrapper, ...wrapperArgs] = options.wrapper ?? [];
     this.process = fork(options.module, [], {
       cwd: ROOT,
       env: options.env,
-      execArgv: ['--import', pathToFileURL(options.probe).href, ...(options.execArgv ?? [])],
+      ...(wrapper === undefined
+        ? { execArgv: nodeArgs }
+        : { execPath: wrapper, execArgv: [...wrapperArgs, process.execPath, ...nodeArgs] }),
       stdio: ['ignore', options.stdout ?? 'ignore', 'inherit', 'ipc'],
     });
     LIVE.add(this);
@@ -111,7 +122,7 @@ export class BenchChild {
         reject(new Error(`${this.name} exited before listening (code ${code}, signal ${signal})`)),
       );
     });
-    this.port = withTimeout(listening, 20_000, `${this.name} listening`);
+    this.port = withTimeout(listening, options.listenTimeoutMs ?? 20_000, `${this.name} listening`);
     // The rejection is reported by whoever awaits `port`; a child that exits later must not crash the bench.
     this.port.catch(() => undefined);
   }

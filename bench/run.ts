@@ -13,6 +13,8 @@
  *   npm run bench -- --out FILE         also writes the results as JSON
  *   npm run bench -- --profile DIR      instead: CPU profiles (node --cpu-prof) of the reference and the
  *                                       shim under the 50-connection loads, plus a summary of each
+ *   npm run bench -- --instructions     instead: instructions per request of the reference and the shim under
+ *                                       callgrind (valgrind), which do not move with the machine's load
  *   --duration S, --rounds N            override the run length and round count
  *   --skip-build                        use dist/ as it is
  *   --shim-main FILE                    run another build of the shim (A/B of a change); implies no build
@@ -59,13 +61,14 @@ const { values: args } = parseArgs({
     rounds: { type: 'string' },
     'skip-build': { type: 'boolean', default: false },
     'shim-main': { type: 'string' },
+    instructions: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 
 if (args.help) {
   process.stdout.write(
-    'usage: npm run bench -- [--quick] [--out FILE] [--profile DIR] [--duration S] [--rounds N] [--skip-build] [--shim-main FILE]\n',
+    'usage: npm run bench -- [--quick] [--out FILE] [--profile DIR] [--instructions] [--duration S] [--rounds N] [--skip-build] [--shim-main FILE]\n',
   );
   process.exit(0);
 }
@@ -162,6 +165,8 @@ function runLoad(
   scenario: Scenario,
   connections: number,
   seconds: number,
+  amount?: number,
+  timeoutSeconds = 10,
 ): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const latenciesMs: number[] = [];
@@ -175,7 +180,9 @@ function runLoad(
         connections,
         pipelining: 1,
         duration: seconds,
-        timeout: 10,
+        // A count of requests instead of a duration (--instructions): the same work in every window.
+        ...(amount === undefined ? {} : { amount }),
+        timeout: timeoutSeconds,
       },
       (error: unknown, result) => {
         currentLoad = undefined;
@@ -223,13 +230,24 @@ function startUpstream(helpers: Helpers): BenchChild {
   });
 }
 
-function startReference(helpers: Helpers, upstreamUrl: string, execArgv: string[] = []): BenchChild {
+/** How a proxy is run: extra Node flags, or under a program such as valgrind. */
+interface RunUnder {
+  execArgv?: string[];
+  wrapper?: string[];
+}
+
+function underOptions({ wrapper }: RunUnder) {
+  return wrapper ? { wrapper, listenTimeoutMs: 300_000 } : {};
+}
+
+function startReference(helpers: Helpers, upstreamUrl: string, under: RunUnder = {}): BenchChild {
   return new BenchChild({
     name: 'reference',
     module: helpers.reference,
     probe: helpers.probe,
     env: { ...baseEnv(), BENCH_UPSTREAM_URL: upstreamUrl, BENCH_HOST: '127.0.0.1', BENCH_PORT: '0' },
-    execArgv,
+    execArgv: under.execArgv ?? [],
+    ...underOptions(under),
   });
 }
 
@@ -247,9 +265,9 @@ const SHIM_NODE_FLAGS: string[] = (
 function startShim(
   helpers: Helpers,
   upstreamUrl: string,
-  extraExecArgv: string[] = [],
+  under: RunUnder = {},
 ): { child: BenchChild; logFile: string } {
-  const execArgv = [...SHIM_NODE_FLAGS, ...extraExecArgv];
+  const execArgv = [...SHIM_NODE_FLAGS, ...(under.execArgv ?? [])];
   // stdout goes to a file: nothing printed, every byte the shim logs is counted.
   const logFile = path.join(TMP, `shim-stdout-${++shimLogSeq}.log`);
   const fd = openSync(logFile, 'w');
@@ -271,6 +289,7 @@ function startShim(
       },
       execArgv,
       stdout: fd,
+      ...underOptions(under),
     });
     return { child, logFile };
   } finally {
@@ -745,8 +764,8 @@ async function profile(helpers: Helpers, dir: string): Promise<number> {
     const execArgv = ['--cpu-prof', '--cpu-prof-dir', profileDir, '--cpu-prof-name', `${label}.cpuprofile`];
     const child =
       scenario.target === 'shim'
-        ? startShim(helpers, upstreamUrl, execArgv).child
-        : startReference(helpers, upstreamUrl, execArgv);
+        ? startShim(helpers, upstreamUrl, { execArgv }).child
+        : startReference(helpers, upstreamUrl, { execArgv });
     const url = urlOf(await child.port);
     await checkScenario(url, scenario);
     await runLoad(url, scenario, 50, 1);
@@ -784,6 +803,114 @@ async function profile(helpers: Helpers, dir: string): Promise<number> {
   return errors > 0 ? 1 : 0;
 }
 
+// ── instructions ───────────────────────────────────────────────────────────────────────────────────────
+
+const INSTRUCTION_WARMUP = 4_000;
+const INSTRUCTION_WINDOW = 2_500;
+const INSTRUCTION_WINDOWS = 3;
+
+/** The `totals:` line of a callgrind dump: instructions executed since the counters were last zeroed. */
+function callgrindTotal(file: string): number {
+  const match = /^totals:\s+(\d+)/m.exec(readFileSync(file, 'utf8'));
+  if (!match) throw new Error(`${file}: no totals line`);
+  return Number(match[1]);
+}
+
+function callgrindControl(flag: '-z' | '-d', pid: number): void {
+  execFileSync('callgrind_control', [flag, String(pid)], { stdio: 'ignore' });
+}
+
+/**
+ * `--instructions`: each proxy under callgrind, which counts the instructions its process executed (user
+ * space, every thread) instead of timing them. The same build gives the same count within 1–2 % however busy
+ * the machine is, so a change of a few per cent shows, where CPU time moves by ±20 % between runs here. After
+ * a warm-up the counters are zeroed and dumped after each of three windows of requests; the first window still
+ * holds JIT compilation, so the figure is the median of the later ones. The kernel's share (the same system
+ * calls for the reference and the shim) is not counted: these ratios are of the user-space part only.
+ */
+async function instructions(helpers: Helpers): Promise<number> {
+  try {
+    execFileSync('valgrind', ['--version'], { stdio: 'ignore' });
+    execFileSync('callgrind_control', ['--version'], { stdio: 'ignore' });
+  } catch {
+    process.stderr.write('bench: --instructions needs valgrind (Debian package valgrind)\n');
+    return 2;
+  }
+  const dir = mkdtempSync(path.join(TMP, 'callgrind-'));
+  const upstream = startUpstream(helpers);
+  const upstreamUrl = urlOf(await upstream.port);
+  const specs: Array<{ label: string; scenario: Scenario }> = [
+    { label: 'reference  GET pass-through', scenario: get('reference') },
+    { label: 'shim       GET pass-through', scenario: get('shim') },
+    { label: 'shim       PATCH translated', scenario: patch('shim') },
+  ];
+  process.stderr.write(
+    `bench: instructions per request under callgrind, 50 connections, ${INSTRUCTION_WARMUP} warm-up requests, ` +
+      `${INSTRUCTION_WINDOWS} windows of ${INSTRUCTION_WINDOW} (a few minutes per proxy)\n`,
+  );
+  let errors = 0;
+  const steady: number[] = [];
+  const rows: string[][] = [];
+  for (const { label, scenario } of specs) {
+    const outFile = path.join(dir, `${scenario.target}-${scenario.name}.out`);
+    const wrapper = [
+      'valgrind',
+      '-q',
+      '--tool=callgrind',
+      // V8 writes and rewrites machine code: callgrind must notice code changing anywhere but in files.
+      '--smc-check=all-non-file',
+      '--dump-instr=no',
+      `--callgrind-out-file=${outFile}`,
+    ];
+    const child =
+      scenario.target === 'shim'
+        ? startShim(helpers, upstreamUrl, { wrapper }).child
+        : startReference(helpers, upstreamUrl, { wrapper });
+    const url = urlOf(await child.port);
+    await checkScenario(url, scenario);
+    // Under valgrind the first requests wait for code that runs 50 times slower: a minute, not 10 s.
+    const warm = await runLoad(url, scenario, 50, 1, INSTRUCTION_WARMUP, 60);
+    const failed = (load: LoadResult, phase: string) => {
+      const count = load.non2xx + load.errors;
+      if (count > 0) {
+        process.stderr.write(
+          `  ${label}, ${phase}: ${load.non2xx} non-2xx, ${load.errors} errors (${load.timeouts} timeouts)\n`,
+        );
+      }
+      return count;
+    };
+    errors += failed(warm, 'warm-up');
+    const pid = child.process.pid as number;
+    callgrindControl('-z', pid);
+    const perRequest: number[] = [];
+    for (let window = 1; window <= INSTRUCTION_WINDOWS; window++) {
+      const load = await runLoad(url, scenario, 50, 1, INSTRUCTION_WINDOW, 60);
+      callgrindControl('-d', pid);
+      errors += failed(load, `window ${window}`);
+      perRequest.push(callgrindTotal(`${outFile}.${window}`) / Math.max(1, load.responses));
+    }
+    await child.stop(60_000);
+    const figure = median(perRequest.slice(1));
+    steady.push(figure);
+    rows.push([label, ...perRequest.map((value) => fixed(value / 1000, 1)), fixed(figure / 1000, 1)]);
+    process.stderr.write(`  ${label}: ${fixed(figure / 1000, 1)}k instructions per request\n`);
+  }
+  const [reference = Number.NaN, shimGet = Number.NaN, shimPatch = Number.NaN] = steady;
+  const windows = Array.from({ length: INSTRUCTION_WINDOWS }, (_, index) => `window ${index + 1}`);
+  process.stdout.write(
+    [
+      '',
+      'thousands of instructions per request (callgrind; user space, all threads):',
+      table(['target     scenario', ...windows, 'steady'], rows, [false, true, true, true, true]),
+      '',
+      `pass-through ÷ reference: ${fixed(shimGet / reference, 3)}   translated PATCH ÷ reference pass-through: ${fixed(shimPatch / reference, 3)}`,
+      `errors: ${errors}`,
+      '',
+    ].join('\n'),
+  );
+  return errors > 0 ? 1 : 0;
+}
+
 // ── main ───────────────────────────────────────────────────────────────────────────────────────────────
 
 let cleaning: Promise<void> | undefined;
@@ -810,6 +937,7 @@ async function main(): Promise<number> {
     execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: ['ignore', 2, 2] });
   }
   const helpers = transpileHelpers();
+  if (args.instructions) return instructions(helpers);
   return args.profile ? profile(helpers, args.profile) : benchmark(helpers);
 }
 

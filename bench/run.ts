@@ -297,6 +297,13 @@ function startShim(
   }
 }
 
+/** A scenario's proxy (the reference or the shim; never the upstream), run as `under` says. */
+function startProxy(helpers: Helpers, upstreamUrl: string, target: TargetName, under: RunUnder): BenchChild {
+  return target === 'shim'
+    ? startShim(helpers, upstreamUrl, under).child
+    : startReference(helpers, upstreamUrl, under);
+}
+
 function fileSize(file: string): number {
   try {
     return statSync(file).size;
@@ -744,6 +751,9 @@ async function benchmark(helpers: Helpers): Promise<number> {
   return 0;
 }
 
+/** What --profile and --instructions measure, one proxy process at a time. */
+const MEASURED_ALONE: Scenario[] = [get('reference'), get('shim'), patch('shim')];
+
 // ── profiling ──────────────────────────────────────────────────────────────────────────────────────────
 
 async function profile(helpers: Helpers, dir: string): Promise<number> {
@@ -751,21 +761,17 @@ async function profile(helpers: Helpers, dir: string): Promise<number> {
   mkdirSync(profileDir, { recursive: true });
   const upstream = startUpstream(helpers);
   const upstreamUrl = urlOf(await upstream.port);
-  const specs: Array<{ label: string; scenario: Scenario }> = [
-    { label: 'reference-get-passthrough-c50', scenario: get('reference') },
-    { label: 'shim-get-passthrough-c50', scenario: get('shim') },
-    { label: 'shim-patch-translate-c50', scenario: patch('shim') },
-  ];
+  const specs = MEASURED_ALONE.map((scenario) => ({
+    label: `${scenario.target}-${scenario.name === 'get-passthrough' ? 'get-passthrough' : 'patch-translate'}-c50`,
+    scenario,
+  }));
   let errors = 0;
   const profiled = new Map<string, { summary: ProfileSummary; requests: number }>();
   for (const { label, scenario } of specs) {
     const file = path.join(profileDir, `${label}.cpuprofile`);
     rmSync(file, { force: true });
     const execArgv = ['--cpu-prof', '--cpu-prof-dir', profileDir, '--cpu-prof-name', `${label}.cpuprofile`];
-    const child =
-      scenario.target === 'shim'
-        ? startShim(helpers, upstreamUrl, { execArgv }).child
-        : startReference(helpers, upstreamUrl, { execArgv });
+    const child = startProxy(helpers, upstreamUrl, scenario.target, { execArgv });
     const url = urlOf(await child.port);
     await checkScenario(url, scenario);
     await runLoad(url, scenario, 50, 1);
@@ -839,11 +845,10 @@ async function instructions(helpers: Helpers): Promise<number> {
   const dir = mkdtempSync(path.join(TMP, 'callgrind-'));
   const upstream = startUpstream(helpers);
   const upstreamUrl = urlOf(await upstream.port);
-  const specs: Array<{ label: string; scenario: Scenario }> = [
-    { label: 'reference  GET pass-through', scenario: get('reference') },
-    { label: 'shim       GET pass-through', scenario: get('shim') },
-    { label: 'shim       PATCH translated', scenario: patch('shim') },
-  ];
+  const specs = MEASURED_ALONE.map((scenario) => ({
+    label: `${scenario.target.padEnd(10)} ${scenario.name === 'get-passthrough' ? 'GET pass-through' : 'PATCH translated'}`,
+    scenario,
+  }));
   process.stderr.write(
     `bench: instructions per request under callgrind, 50 connections, ${INSTRUCTION_WARMUP} warm-up requests, ` +
       `${INSTRUCTION_WINDOWS} windows of ${INSTRUCTION_WINDOW} (a few minutes per proxy)\n`,
@@ -862,10 +867,7 @@ async function instructions(helpers: Helpers): Promise<number> {
       '--dump-instr=no',
       `--callgrind-out-file=${outFile}`,
     ];
-    const child =
-      scenario.target === 'shim'
-        ? startShim(helpers, upstreamUrl, { wrapper }).child
-        : startReference(helpers, upstreamUrl, { wrapper });
+    const child = startProxy(helpers, upstreamUrl, scenario.target, { wrapper });
     const url = urlOf(await child.port);
     await checkScenario(url, scenario);
     // Under valgrind the first requests wait for code that runs 50 times slower: a minute, not 10 s.

@@ -1,36 +1,30 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { fingerprintKey } from '../src/api-key.js';
 import { readLedgerFile } from '../src/ledger-file-store.js';
-import { type ChildShim, startChildShim } from './support/child-shim.js';
-import { type EchoUpstream, patchLegacyMetadata, startEchoUpstream } from './support/echo-upstream.js';
+import { startChildShim } from './support/child-shim.js';
+import { closedAfterEach } from './support/cleanup.js';
+import { patchLegacyMetadata, startEchoUpstream } from './support/echo-upstream.js';
 
 const KEY = 'feedface-0000-4000-8000-5ec2e7feed00';
 const TOKEN = 'admin-token-for-the-entry-point-test';
 
-let upstream: EchoUpstream | undefined;
-let shim: ChildShim | undefined;
-
-afterEach(async () => {
-  await shim?.stop();
-  await upstream?.close();
-  shim = undefined;
-  upstream = undefined;
-});
+const track = closedAfterEach();
 
 describe('the entry point', () => {
   it('serves the admin side on its own port and writes the ledger on SIGTERM', async () => {
-    upstream = await startEchoUpstream();
+    const upstream = track(await startEchoUpstream());
     const dataDir = join(mkdtempSync(join(tmpdir(), 'nango-shim-main-')), 'data');
     // The default flush interval (5 s) is longer than this test: only the shutdown can write the file.
-    shim = await startChildShim({
-      SHIM_UPSTREAM_URL: upstream.url,
-      SHIM_DATA_DIR: dataDir,
-      SHIM_ADMIN_TOKEN: TOKEN,
-    });
-    const running = shim;
+    const running = track(
+      await startChildShim({
+        SHIM_UPSTREAM_URL: upstream.url,
+        SHIM_DATA_DIR: dataDir,
+        SHIM_ADMIN_TOKEN: TOKEN,
+      }),
+    );
     await expect.poll(() => running.lines.find((line) => line.msg === 'admin listening')).toBeDefined();
     const adminLine = running.lines.find((line) => line.msg === 'admin listening') as Record<string, unknown>;
     expect(adminLine).toMatchObject({ host: '127.0.0.1', tokenRequired: true });

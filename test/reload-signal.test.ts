@@ -1,20 +1,13 @@
 import { mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { type CaptureReply, sendCapture } from './support/captures.js';
 import { type ChildShim, startChildShim, writeConfigFile } from './support/child-shim.js';
-import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
+import { closedAfterEach } from './support/cleanup.js';
+import { DEV_KEY, startFakeNango } from './support/fake-nango.js';
 
-let fake: FakeNango | undefined;
-let shim: ChildShim | undefined;
-
-afterEach(async () => {
-  await shim?.stop();
-  await fake?.close();
-  shim = undefined;
-  fake = undefined;
-});
+const track = closedAfterEach();
 
 function patchLegacy(url: string): Promise<CaptureReply> {
   return sendCapture(url, {
@@ -30,13 +23,13 @@ function patchLegacy(url: string): Promise<CaptureReply> {
 
 describe('the cutover is a config change', () => {
   it('moves from gone to translate on SIGHUP with no restart and no failed request', async () => {
-    fake = await startFakeNango({ legacyRoutes: false });
+    const fake = track(await startFakeNango({ legacyRoutes: false }));
     const file = writeConfigFile({ routes: { 'connection-metadata': { stage: 'gone' } } });
     // SHIM_CONFIG is a link in a folder of its own: editing the target does not wake the file watcher,
     // so only SIGHUP can make this reload.
     const link = join(mkdtempSync(join(tmpdir(), 'nango-shim-link-')), 'shim.json');
     symlinkSync(file, link);
-    shim = await startChildShim({ SHIM_CONFIG: link, SHIM_UPSTREAM_URL: fake.url });
+    const shim = track(await startChildShim({ SHIM_CONFIG: link, SHIM_UPSTREAM_URL: fake.url }));
     const pid = shim.child.pid;
 
     const gone = await patchLegacy(shim.url);
@@ -71,9 +64,9 @@ describe('the cutover is a config change', () => {
   });
 
   it('reloads when the config file changes, without a signal', async () => {
-    fake = await startFakeNango({ legacyRoutes: false });
+    const fake = track(await startFakeNango({ legacyRoutes: false }));
     const file = writeConfigFile({ routes: { 'connection-metadata': { stage: 'gone' } } });
-    shim = await startChildShim({ SHIM_CONFIG: file, SHIM_UPSTREAM_URL: fake.url });
+    const shim = track(await startChildShim({ SHIM_CONFIG: file, SHIM_UPSTREAM_URL: fake.url }));
     expect((await patchLegacy(shim.url)).status).toBe(410);
     writeFileSync(file, JSON.stringify({ routes: { 'connection-metadata': { stage: 'translate' } } }));
     const deadline = Date.now() + 5_000;
@@ -87,9 +80,9 @@ describe('the cutover is a config change', () => {
   });
 
   it('keeps serving under the old config when the new file is invalid', async () => {
-    fake = await startFakeNango({ legacyRoutes: false });
+    const fake = track(await startFakeNango({ legacyRoutes: false }));
     const file = writeConfigFile({ routes: { 'connection-metadata': { stage: 'gone' } } });
-    shim = await startChildShim({ SHIM_CONFIG: file, SHIM_UPSTREAM_URL: fake.url });
+    const shim = track(await startChildShim({ SHIM_CONFIG: file, SHIM_UPSTREAM_URL: fake.url }));
     writeFileSync(
       file,
       '{"routes": {"connection-metadata": {"stage": "translate", "canaryPercent": 400}}, "oops": 1}',

@@ -1,45 +1,28 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { type ChildShim, startChildShim } from './support/child-shim.js';
-import { type RecordingUpstream, startUpstream } from './support/upstream.js';
+import { describe, expect, it } from 'vitest';
+import { startChildShim } from './support/child-shim.js';
+import { closedAfterEach } from './support/cleanup.js';
+import { startUpstream } from './support/upstream.js';
 
-let upstream: RecordingUpstream | undefined;
-let shim: ChildShim | undefined;
-
-afterEach(async () => {
-  await shim?.stop();
-  await upstream?.close();
-  shim = undefined;
-  upstream = undefined;
-});
-
-async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 5_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+const track = closedAfterEach();
 
 describe('readiness during shutdown', () => {
   it('turns /readyz not-ready first, while an in-flight request still completes, then exits 0', async () => {
     // The upstream answers 800 ms late: long enough to look at readiness while the request is in flight.
-    upstream = await startUpstream((_req, res) => {
-      setTimeout(() => res.end('{"slow":true}'), 800);
-    });
-    shim = await startChildShim({ SHIM_UPSTREAM_URL: upstream.url });
-    const adminPort = await waitFor(
-      'the admin listener',
-      () => shim?.lines.find((line) => line.msg === 'admin listening')?.port as number | undefined,
+    const upstream = track(
+      await startUpstream((_req, res) => {
+        setTimeout(() => res.end('{"slow":true}'), 800);
+      }),
     );
-    const admin = `http://127.0.0.1:${adminPort}`;
+    const shim = track(await startChildShim({ SHIM_UPSTREAM_URL: upstream.url }));
+    const line = (msg: string) => shim.lines.find((each) => each.msg === msg);
+    await expect.poll(() => line('admin listening')).toBeDefined();
+    const admin = `http://127.0.0.1:${line('admin listening')?.port as number}`;
     expect((await fetch(`${admin}/readyz`)).status).toBe(200);
 
     const inFlight = fetch(`${shim.url}/connections`);
     await upstream.waitForRequests(1);
     shim.child.kill('SIGTERM');
-    await waitFor('shutting down', () => shim?.lines.find((line) => line.msg === 'shutting down'));
+    await expect.poll(() => line('shutting down')).toBeDefined();
 
     const readiness = await fetch(`${admin}/readyz`);
     expect(readiness.status).toBe(503);

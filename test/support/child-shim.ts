@@ -12,6 +12,8 @@ export interface ChildShim {
   lines: Array<Record<string, unknown>>;
   exited: Promise<number | null>;
   stop(): Promise<number | null>;
+  /** stop(), for closedAfterEach. */
+  close(): Promise<void>;
 }
 
 /** Writes a config file for SHIM_CONFIG in a fresh temporary folder and returns its path. */
@@ -64,17 +66,21 @@ export async function startChildShim(env: Record<string, string>, timeoutMs = 15
     });
   });
   const port = await listening;
+  async function stop(): Promise<number | null> {
+    if (child.exitCode === null) child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    const code = await exited;
+    clearTimeout(timer);
+    return code;
+  }
   return {
     child,
     url: `http://127.0.0.1:${port}`,
     lines,
     exited,
-    async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-      const code = await exited;
-      clearTimeout(timer);
-      return code;
+    stop,
+    async close() {
+      await stop();
     },
   };
 }

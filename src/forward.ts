@@ -200,7 +200,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     agent,
     // The X-Forwarded-* headers are the shim's own (setForwardedHeaders), the same as on translated calls.
     // http-proxy-3's xfwd builds each header name by concatenation, three times per header, and parses the
-    // Host header for an X-Forwarded-Port: measured, a third of the pass-through's cost over the reference.
+    // Host header for an X-Forwarded-Port (callgrind: 1-4 % of a pass-through request's instructions).
     xfwd: false,
     changeOrigin: true,
     secure: true,

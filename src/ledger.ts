@@ -82,22 +82,9 @@ function addInPlace(into: LedgerEntry, delta: LedgerEntry): void {
 /** Two views of one route and consumer as one: calls add up, the later call tells the client and stage. */
 export function mergeEntry(into: LedgerEntry | undefined, delta: LedgerEntry): LedgerEntry {
   if (!into) return { ...delta, calls: { ...delta.calls } };
-  const calls = { ...into.calls };
-  for (const [cls, count] of Object.entries(delta.calls) as Array<[StatusClass, number]>) {
-    calls[cls] = (calls[cls] ?? 0) + count;
-  }
-  const later = delta.lastSeen >= into.lastSeen ? delta : into;
-  return {
-    route: into.route,
-    consumer: into.consumer,
-    fingerprint: delta.fingerprint ?? into.fingerprint,
-    name: delta.name ?? into.name,
-    firstSeen: Math.min(into.firstSeen, delta.firstSeen),
-    lastSeen: later.lastSeen,
-    calls,
-    lastUserAgent: later.lastUserAgent,
-    stage: later.stage,
-  };
+  const merged = { ...into, calls: { ...into.calls } };
+  addInPlace(merged, delta);
+  return merged;
 }
 
 export function mergeEntries(...lists: LedgerEntry[][]): Map<string, LedgerEntry> {

@@ -84,7 +84,7 @@ function positive(raw: string | undefined, fallback: number, what: string): numb
 }
 
 const QUICK = args.quick;
-// Six short rounds rather than four long ones: a burst of load from elsewhere on the machine spoils a run or
+// Six short rounds rather than a few long ones: a burst of load from elsewhere on the machine spoils a run or
 // two, and the median of six per-round ratios stands two spoiled rounds on either side.
 const RUN_SECONDS = positive(args.duration, QUICK ? 1 : 2, '--duration');
 const ROUNDS = Math.round(positive(args.rounds, QUICK ? 1 : 6, '--rounds'));

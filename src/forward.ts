@@ -9,19 +9,11 @@ import https from 'node:https';
 import { type Duplex, Readable } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
 import type { Config } from './config.js';
+import { createSuccessorClient } from './successor-client.js';
+import { classifyFailure, timeoutError, type UpstreamFailure } from './upstream-failure.js';
 import { setForwardedHeaders } from './upstream-headers.js';
 
-/** Why an upstream exchange failed; each maps to one answer in the error catalogue. */
-export type UpstreamFailure = 'unreachable' | 'timeout' | 'lost';
-
-export class UpstreamError extends Error {
-  readonly failure: UpstreamFailure;
-  constructor(failure: UpstreamFailure, cause?: unknown) {
-    super(`upstream ${failure}`, { cause });
-    this.name = 'UpstreamError';
-    this.failure = failure;
-  }
-}
+export { classifyFailure, UpstreamError, type UpstreamFailure } from './upstream-failure.js';
 
 export interface UpstreamRequest {
   /** The most answer bytes read; beyond, the exchange fails as 'lost' (nothing of it can be trusted). */
@@ -61,43 +53,9 @@ export interface Forwarder {
   close(): void;
 }
 
-const CONNECT_FAILURES = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ECONNABORTED',
-]);
-/**
- * A certificate the upstream's TLS handshake did not pass (untrusted, expired, wrong name): no byte of the
- * request left, so the upstream is unreachable as configured, never "the call may have been applied".
- */
-const CERTIFICATE_REJECTED = /CERT|^UNABLE_TO_|^HOSTNAME_MISMATCH$|^INVALID_CA$/;
-const TIMED_OUT = Symbol('timed out');
 const NO_OPTIONS = Object.freeze({});
 /** Nango closes idle keep-alive sockets after 61 s; the shim lets its pooled ones go well before. */
 const MAX_IDLE_MS = 55_000;
-
-interface TimeoutMarked extends Error {
-  [TIMED_OUT]?: true;
-}
-
-/** Classifies a failed exchange: before the request left (unreachable), no answer in time, or cut. */
-export function classifyFailure(error: Error, requestSent: boolean): UpstreamFailure {
-  if ((error as TimeoutMarked)[TIMED_OUT]) return 'timeout';
-  const code = (error as NodeJS.ErrnoException).code ?? '';
-  if (CERTIFICATE_REJECTED.test(code)) return 'unreachable';
-  if (!requestSent && CONNECT_FAILURES.has(code)) return 'unreachable';
-  if (CONNECT_FAILURES.has(code) && code !== 'ECONNABORTED') return 'unreachable';
-  return 'lost';
-}
-
-function timeoutError(ms: number): TimeoutMarked {
-  const error: TimeoutMarked = new Error(`no answer from the upstream within ${ms} ms`);
-  error[TIMED_OUT] = true;
-  return error;
-}
 
 /** RFC 9110 §7.6.1: options of one connection, never forwarded by a proxy. */
 const CONNECTION_OPTIONS = ['keep-alive', 'proxy-connection', 'te', 'upgrade'] as const;
@@ -221,54 +179,23 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   // http-proxy-3 throws when nobody handles `error`: every call passes handleProxyError, and this is the net.
   proxy.on('error', handleProxyError);
 
+  // Translated calls: small buffered JSON exchanges, on the shim's own pool (successor-client.ts).
+  const successor = createSuccessorClient({
+    url: target,
+    ca,
+    maxSockets: config.upstream.maxSockets,
+    maxIdleSockets: agentOptions.maxFreeSockets,
+    idleTimeoutMs: agentOptions.timeout,
+    timeoutMs,
+  });
+
   function send(request: UpstreamRequest): Promise<UpstreamResponse> {
-    return new Promise((resolve, reject) => {
-      let sent = false;
-      // A translated call is one small JSON exchange: it gets a deadline for the whole of it, so an upstream
-      // that trickles its answer a byte at a time is cut like a silent one (the idle timeout never fires).
-      const deadline = setTimeout(() => upstreamRequest.destroy(timeoutError(timeoutMs)), timeoutMs);
-      const fail = (error: UpstreamError) => {
-        clearTimeout(deadline);
-        reject(error);
-      };
-      const upstreamRequest = (secure ? https : http).request({
-        protocol: target.protocol,
-        hostname: target.hostname,
-        port: target.port,
-        method: request.method,
-        path: basePath + request.path,
-        headers: request.headers,
-        agent,
-      });
-      upstreamRequest.on('error', (error) => fail(new UpstreamError(classifyFailure(error, sent), error)));
-      upstreamRequest.on('finish', () => {
-        sent = true;
-      });
-      upstreamRequest.on('response', (response) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        const limit = request.maxAnswerBytes ?? Number.POSITIVE_INFINITY;
-        response.on('data', (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > limit) {
-            upstreamRequest.destroy(new Error(`the upstream answer is larger than ${limit} bytes`));
-            return;
-          }
-          chunks.push(chunk);
-        });
-        response.on('error', (error) => fail(new UpstreamError(classifyFailure(error, true), error)));
-        response.on('aborted', () => fail(new UpstreamError('lost')));
-        response.on('end', () => {
-          if (!response.complete) return fail(new UpstreamError('lost'));
-          clearTimeout(deadline);
-          resolve({
-            status: response.statusCode ?? 502,
-            headers: response.headers,
-            body: Buffer.concat(chunks),
-          });
-        });
-      });
-      upstreamRequest.end(request.body ?? undefined);
+    return successor.send({
+      method: request.method,
+      path: basePath + request.path,
+      headers: request.headers,
+      body: request.body,
+      maxAnswerBytes: request.maxAnswerBytes ?? Number.POSITIVE_INFINITY,
     });
   }
 
@@ -292,6 +219,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     close() {
       proxy.close();
       agent.destroy();
+      successor.close();
     },
   };
 }

@@ -1,0 +1,308 @@
+import type { IncomingHttpHeaders } from 'node:http';
+
+/** One whole HTTP/1.x answer, its body undone of any transfer coding (not of its content coding). */
+export interface ParsedResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+  /** The connection may carry another exchange (RFC 9112 §9.3): persistent, framed, nothing after it. */
+  reusable: boolean;
+}
+
+/** An answer that is not HTTP/1.x as RFC 9112 frames it, or larger than the limits: none of it is trusted. */
+export class ResponseParseError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ResponseParseError';
+  }
+}
+
+export interface ResponseParserOptions {
+  /** The largest head (status line and fields), and separately the largest trailer section. */
+  maxHeadBytes: number;
+  /** The largest body, after the transfer coding is undone. */
+  maxBodyBytes: number;
+  /** The request was HEAD: the answer has no body whatever its fields say (RFC 9112 §6.3 ¶1). */
+  headRequest?: boolean;
+}
+
+const CRLF = Buffer.from('\r\n');
+const HEAD_END = Buffer.from('\r\n\r\n');
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: [^\r\n]*)?$/;
+// RFC 9110 §5.1 token and §5.5 field value (obs-text allowed, as node:http allows it; no CTL but HTAB).
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+const DIGITS = /^\d+$/;
+const CHUNK_SIZE = /^([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?$/;
+const MAX_CHUNK_LINE = 4096;
+
+/**
+ * Fields node:http's IncomingMessage keeps the first of and drops the repeats of (`matchKnownFields`): the
+ * translated answer's headers read the same as they did through node:http.
+ */
+const FIRST_ONLY: ReadonlySet<string> = new Set([
+  'content-type',
+  'content-length',
+  'user-agent',
+  'referer',
+  'host',
+  'authorization',
+  'proxy-authorization',
+  'if-modified-since',
+  'if-unmodified-since',
+  'from',
+  'location',
+  'max-forwards',
+  'retry-after',
+  'etag',
+  'last-modified',
+  'server',
+  'age',
+  'expires',
+]);
+
+/** Adds one field line the way node:http does: set-cookie as a list, cookie joined by `; `, others by `, `. */
+function addField(headers: IncomingHttpHeaders, name: string, value: string): void {
+  const existing = headers[name];
+  if (existing === undefined) {
+    headers[name] = name === 'set-cookie' ? [value] : value;
+  } else if (name === 'set-cookie') {
+    (existing as string[]).push(value);
+  } else if (!FIRST_ONLY.has(name)) {
+    headers[name] = `${existing}${name === 'cookie' ? '; ' : ', '}${value}`;
+  }
+}
+
+/** The comma-separated tokens of a field, lower-cased (RFC 9110 §5.6.1). */
+function tokensOf(value: string | string[] | undefined): string[] {
+  if (value === undefined) return [];
+  return String(value)
+    .split(',')
+    .map((token) => token.trim().toLowerCase())
+    .filter((token) => token !== '');
+}
+
+type Framing = 'none' | 'length' | 'chunked' | 'close';
+
+interface Head {
+  status: number;
+  minor: number;
+  headers: IncomingHttpHeaders;
+  framing: Framing;
+  length: number;
+}
+
+function parseHead(text: string, headRequest: boolean): Head {
+  const lines = text.split('\r\n');
+  const statusLine = STATUS_LINE.exec(lines[0] ?? '');
+  if (!statusLine) throw new ResponseParseError('not an HTTP/1.x status line');
+  const minor = Number(statusLine[1]);
+  const status = Number(statusLine[2]);
+  // No prototype: a field named __proto__ is a field like any other.
+  const headers: IncomingHttpHeaders = Object.create(null);
+  let lengths = 0;
+  for (let index = 1; index < lines.length; index++) {
+    const line = lines[index] as string;
+    const colon = line.indexOf(':');
+    // RFC 9112 §5.2: obs-fold is rejected, as llhttp rejects it; so is a line that is not `name: value`.
+    if (colon <= 0) throw new ResponseParseError('a field line without a name');
+    const name = line.slice(0, colon);
+    if (!TOKEN.test(name)) throw new ResponseParseError('a field name that is not a token');
+    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
+    if (INVALID_VALUE.test(value)) throw new ResponseParseError('a field value with a control character');
+    const lower = name.toLowerCase();
+    if (lower === 'content-length') lengths += 1;
+    addField(headers, lower, value);
+  }
+  // RFC 9112 §6.3: the answer's framing, in the order the RFC gives.
+  if (status < 200 || status === 204 || status === 304 || headRequest) {
+    return { status, minor, headers, framing: 'none', length: 0 };
+  }
+  const transferEncoding = headers['transfer-encoding'];
+  if (transferEncoding !== undefined) {
+    // Both framings at once is how responses are smuggled (§6.3 ¶3); llhttp refuses it too.
+    if (lengths > 0) throw new ResponseParseError('both Transfer-Encoding and Content-Length');
+    const codings = tokensOf(transferEncoding);
+    return { status, minor, headers, framing: codings.at(-1) === 'chunked' ? 'chunked' : 'close', length: 0 };
+  }
+  if (lengths > 0) {
+    const declared = headers['content-length'] as string;
+    if (lengths > 1 || !DIGITS.test(declared)) throw new ResponseParseError('an invalid Content-Length');
+    return { status, minor, headers, framing: 'length', length: Number(declared) };
+  }
+  return { status, minor, headers, framing: 'close', length: 0 };
+}
+
+/** RFC 9112 §9.3: HTTP/1.1 persists unless `close`; HTTP/1.0 only with `keep-alive`. */
+function persists(head: Head): boolean {
+  const connection = tokensOf(head.headers.connection);
+  return head.minor === 1 ? !connection.includes('close') : connection.includes('keep-alive');
+}
+
+type State = 'head' | 'length' | 'chunk-size' | 'chunk-data' | 'chunk-end' | 'trailers' | 'close' | 'done';
+
+/**
+ * Reads one answer from the bytes of a connection as they arrive: `push` each chunk, `end` at end of
+ * stream. Interim (1xx) answers are skipped. Built for the buffered exchanges of translated calls, which
+ * are small: the common answer (head and a Content-Length body in one chunk) costs one search and one split.
+ */
+export class ResponseParser {
+  private readonly options: ResponseParserOptions;
+  private state: State = 'head';
+  private pending: Buffer | undefined;
+  private head: Head | undefined;
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+  private remaining = 0;
+  private trailerBytes = 0;
+  private result: ParsedResponse | undefined;
+
+  constructor(options: ResponseParserOptions) {
+    this.options = options;
+  }
+
+  /** The answer once it is whole, else undefined. Throws ResponseParseError. */
+  push(chunk: Buffer): ParsedResponse | undefined {
+    if (this.state === 'done') {
+      // Bytes after a whole answer: the connection is out of step and is never reused.
+      if (chunk.length > 0 && this.result) this.result.reusable = false;
+      return this.result;
+    }
+    const data = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    this.pending = undefined;
+    let offset = 0;
+    while (!this.done() && offset < data.length) {
+      const next = this.step(data, offset);
+      if (next < 0) {
+        // The rest of a line or of the head has not arrived yet.
+        this.pending = data.subarray(offset);
+        return undefined;
+      }
+      offset = next;
+    }
+    const result = this.result;
+    if (result && offset < data.length) result.reusable = false;
+    return result;
+  }
+
+  private done(): boolean {
+    return this.state === 'done';
+  }
+
+  /** The end of the stream: completes an answer framed by the close, else the answer was cut. */
+  end(): ParsedResponse {
+    if (this.state === 'done' && this.result) return this.result;
+    if (this.state === 'close' && this.head) return this.finish(false);
+    throw new ResponseParseError('the connection closed before the answer was whole');
+  }
+
+  /** Consumes from `offset`; returns the new offset, or -1 when more bytes are needed. */
+  private step(data: Buffer, offset: number): number {
+    switch (this.state) {
+      case 'head':
+        return this.readHead(data, offset);
+      case 'length': {
+        const take = Math.min(this.remaining, data.length - offset);
+        this.addBody(data.subarray(offset, offset + take));
+        this.remaining -= take;
+        if (this.remaining === 0) this.finish(persists(this.head as Head));
+        return offset + take;
+      }
+      case 'close':
+        this.addBody(offset === 0 ? data : data.subarray(offset));
+        return data.length;
+      case 'chunk-size': {
+        const lineEnd = this.lineEnd(data, offset);
+        if (lineEnd < 0) return -1;
+        const match = CHUNK_SIZE.exec(data.toString('latin1', offset, lineEnd));
+        if (!match) throw new ResponseParseError('an invalid chunk size');
+        this.remaining = Number.parseInt(match[1] as string, 16);
+        this.state = this.remaining === 0 ? 'trailers' : 'chunk-data';
+        return lineEnd + 2;
+      }
+      case 'chunk-data': {
+        const take = Math.min(this.remaining, data.length - offset);
+        this.addBody(data.subarray(offset, offset + take));
+        this.remaining -= take;
+        if (this.remaining === 0) this.state = 'chunk-end';
+        return offset + take;
+      }
+      case 'chunk-end': {
+        if (data.length - offset < 2) return -1;
+        if (data[offset] !== 13 || data[offset + 1] !== 10)
+          throw new ResponseParseError('a chunk not ended by CRLF');
+        this.state = 'chunk-size';
+        return offset + 2;
+      }
+      case 'trailers': {
+        // Trailer fields are read past and dropped, as a translated answer never uses them.
+        const lineEnd = this.lineEnd(data, offset);
+        if (lineEnd < 0) return -1;
+        this.trailerBytes += lineEnd - offset + 2;
+        if (this.trailerBytes > this.options.maxHeadBytes) throw new ResponseParseError('trailers too large');
+        if (lineEnd === offset) this.finish(persists(this.head as Head));
+        return lineEnd + 2;
+      }
+      case 'done':
+        return data.length;
+    }
+  }
+
+  private readHead(data: Buffer, offset: number): number {
+    const end = data.indexOf(HEAD_END, offset);
+    if (end < 0) {
+      if (data.length - offset > this.options.maxHeadBytes) throw new ResponseParseError('head too large');
+      return -1;
+    }
+    if (end - offset > this.options.maxHeadBytes) throw new ResponseParseError('head too large');
+    const head = parseHead(data.toString('latin1', offset, end), this.options.headRequest === true);
+    const next = end + 4;
+    if (head.status < 200) {
+      // RFC 9110 §15.2: an interim answer comes before the final one. 101 switches protocols, which a
+      // translated call never asks for.
+      if (head.status === 101) throw new ResponseParseError('an unrequested protocol switch');
+      return next;
+    }
+    this.head = head;
+    switch (head.framing) {
+      case 'none':
+        this.finish(persists(head));
+        break;
+      case 'length':
+        this.remaining = head.length;
+        if (head.length > this.options.maxBodyBytes) throw new ResponseParseError('body too large');
+        if (head.length === 0) this.finish(persists(head));
+        else this.state = 'length';
+        break;
+      case 'chunked':
+        this.state = 'chunk-size';
+        break;
+      case 'close':
+        this.state = 'close';
+        break;
+    }
+    return next;
+  }
+
+  private lineEnd(data: Buffer, offset: number): number {
+    const end = data.indexOf(CRLF, offset);
+    if (end < 0 && data.length - offset > MAX_CHUNK_LINE) throw new ResponseParseError('a line too long');
+    return end;
+  }
+
+  private addBody(part: Buffer): void {
+    if (part.length === 0) return;
+    this.size += part.length;
+    if (this.size > this.options.maxBodyBytes) throw new ResponseParseError('body too large');
+    this.chunks.push(part);
+  }
+
+  private finish(reusable: boolean): ParsedResponse {
+    const head = this.head as Head;
+    const body =
+      this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks, this.size);
+    this.state = 'done';
+    this.result = { status: head.status, headers: head.headers, body, reusable };
+    return this.result;
+  }
+}

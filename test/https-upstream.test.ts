@@ -56,6 +56,16 @@ async function httpsUpstream(certificates: TestCertificates) {
   return upstream;
 }
 
+const LEGACY_PATCH = {
+  method: 'PATCH',
+  path: '/connection/metadata',
+  headers: {
+    authorization: 'Bearer 3f8a2c1e-5b7d-4e9f-a0c2-6d1b8e4f7a93',
+    'content-type': 'application/json',
+  },
+  body: JSON.stringify({ connection_id: 'conn-1', provider_config_key: 'unauth', metadata: { plan: 'pro' } }),
+};
+
 describe.skipIf(!OPENSSL)(TITLE, () => {
   it('passes through to an upstream whose certificate the CA in upstream.caFile issued', async () => {
     const certificates = trusted as TestCertificates;
@@ -119,6 +129,36 @@ describe.skipIf(!OPENSSL)(TITLE, () => {
     expect(shim.logs()).toContainEqual(
       expect.objectContaining({ msg: 'upstream request failed', reason: expect.stringMatching(/altnames/i) }),
     );
+  });
+
+  it('translates legacy calls over verified, pooled TLS connections of their own', async () => {
+    const certificates = trusted as TestCertificates;
+    const secure = await httpsUpstream(certificates);
+    shim = await startShim(secure.url, { upstream: { caFile: certificates.caFile } });
+
+    for (let i = 0; i < 3; i++) {
+      const res = await request(shim.url, LEGACY_PATCH);
+      expect(res.status).toBe(200);
+      // The upstream answered something else than the echo: the legacy answer is rebuilt from the request.
+      expect(res.body.toString()).toBe(LEGACY_PATCH.body);
+    }
+    expect(secure.requests.map((seen) => `${seen.method} ${seen.url}`)).toEqual(
+      Array(3).fill('PATCH /connections/metadata'),
+    );
+    expect(new Set(secure.requests.map((seen) => seen.remotePort)).size).toBe(1);
+  });
+
+  it('answers a translated call 502 upstream_unreachable, and sends nothing, when the certificate is not trusted', async () => {
+    const secure = await httpsUpstream(trusted as TestCertificates);
+    shim = await startShim(secure.url, { upstream: { caFile: null } });
+
+    const res = await request(shim.url, LEGACY_PATCH);
+
+    expect(res.status).toBe(502);
+    expect(JSON.parse(res.body.toString())).toEqual({
+      error: { code: 'upstream_unreachable', message: expect.any(String) },
+    });
+    expect(secure.requests).toHaveLength(0);
   });
 
   it('takes the CA from SHIM_UPSTREAM_CA_FILE in the real entry point', async () => {

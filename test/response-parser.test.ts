@@ -1,0 +1,184 @@
+import http from 'node:http';
+import net from 'node:net';
+import { describe, expect, it } from 'vitest';
+import {
+  type ParsedResponse,
+  ResponseParseError,
+  ResponseParser,
+  type ResponseParserOptions,
+} from '../src/response-parser.js';
+import { type Closable, closedAfterEach } from './support/cleanup.js';
+import { listen, readAll } from './support/upstream.js';
+
+const LIMITS: ResponseParserOptions = { maxHeadBytes: 16 * 1024, maxBodyBytes: 1024 * 1024 };
+
+/** Feeds `raw` in pieces of `size` bytes (Infinity: one piece); ends the stream when nothing answered yet. */
+function parse(raw: string | Buffer, size = Number.POSITIVE_INFINITY, options = LIMITS): ParsedResponse {
+  const bytes = typeof raw === 'string' ? Buffer.from(raw, 'latin1') : raw;
+  const parser = new ResponseParser(options);
+  let answer: ParsedResponse | undefined;
+  const step = Number.isFinite(size) ? size : bytes.length;
+  for (let offset = 0; offset < bytes.length; offset += step) {
+    answer = parser.push(bytes.subarray(offset, offset + step)) ?? answer;
+  }
+  return answer ?? parser.end();
+}
+
+function plain(answer: ParsedResponse) {
+  return { ...answer, headers: { ...answer.headers }, body: answer.body.toString('latin1') };
+}
+
+const ANSWERS: Record<string, string> = {
+  'Content-Length':
+    'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}',
+  chunked:
+    'HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n4;name=value\r\n{"a"\r\n7\r\n:[1,2]}\r\n0\r\nX-Trailer: t\r\n\r\n',
+  'an interim answer first':
+    'HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}',
+  'repeated fields':
+    'HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-Many: one\r\nContent-Type: text/plain\r\nSet-Cookie: b=2\r\n' +
+    'X-Many: two\r\nContent-Type: text/html\r\nCookie: c=3\r\nCookie: d=4\r\nETag: "1"\r\nETag: "2"\r\n' +
+    'Content-Length: 0\r\n\r\n',
+  'no reason phrase, padded values': 'HTTP/1.1 404\r\nX-Pad: \t spaced out \t\r\nContent-Length: 1\r\n\r\nx',
+  'no framing (body until close)': 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it',
+  'an HTTP/1.0 answer': 'HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold',
+  '204 with a Content-Length': 'HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n',
+  'obs-text in a value': 'HTTP/1.1 200 OK\r\nX-Latin: caf\xe9\r\nContent-Length: 0\r\n\r\n',
+};
+
+/** What node:http's own client makes of the same bytes, sent by a raw server that then closes. */
+async function throughNodeHttp(raw: string, track: (server: Closable) => Closable) {
+  const server = net.createServer((socket) => {
+    socket.once('data', () => socket.end(Buffer.from(raw, 'latin1')));
+  });
+  track({ close: () => new Promise<void>((resolve) => server.close(() => resolve())) });
+  const port = await listen(server);
+  return new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>(
+    (resolve, reject) => {
+      http
+        .get({ host: '127.0.0.1', port, path: '/', agent: false }, async (res) => {
+          const body = await readAll(res);
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: { ...res.headers },
+            body: body.toString('latin1'),
+          });
+        })
+        .on('error', reject);
+    },
+  );
+}
+
+describe('an answer read as node:http reads it', () => {
+  const track = closedAfterEach();
+
+  for (const [name, raw] of Object.entries(ANSWERS)) {
+    it(`agrees with node:http on ${name}, whole or a byte at a time`, async () => {
+      const oracle = await throughNodeHttp(raw, track);
+      for (const size of [Number.POSITIVE_INFINITY, 1, 7]) {
+        const answer = plain(parse(raw, size));
+        expect({ status: answer.status, headers: answer.headers, body: answer.body }).toEqual(oracle);
+      }
+    });
+  }
+});
+
+describe('the connection after an answer', () => {
+  it('is reusable after a framed HTTP/1.1 answer, Content-Length or chunked', () => {
+    expect(parse(ANSWERS['Content-Length'] as string).reusable).toBe(true);
+    expect(parse(ANSWERS.chunked as string, 3).reusable).toBe(true);
+  });
+
+  it('is not reusable when the answer says Connection: close, whatever the case', () => {
+    expect(
+      parse('HTTP/1.1 200 OK\r\nConnection: Keep-Alive, CLOSE\r\nContent-Length: 0\r\n\r\n').reusable,
+    ).toBe(false);
+  });
+
+  it('is reusable after HTTP/1.0 only with Connection: keep-alive', () => {
+    expect(parse('HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n').reusable).toBe(false);
+    expect(parse('HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n').reusable).toBe(
+      true,
+    );
+  });
+
+  it('is not reusable after an answer framed by the close', () => {
+    const parser = new ResponseParser(LIMITS);
+    expect(parser.push(Buffer.from('HTTP/1.1 200 OK\r\n\r\npart one, '))).toBeUndefined();
+    expect(parser.push(Buffer.from('part two'))).toBeUndefined();
+    const answer = parser.end();
+    expect(answer.body.toString()).toBe('part one, part two');
+    expect(answer.reusable).toBe(false);
+  });
+
+  it('is not reusable when bytes follow the answer, in the same chunk or later', () => {
+    expect(parse('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\n').reusable).toBe(false);
+    const parser = new ResponseParser(LIMITS);
+    const answer = parser.push(Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}'));
+    expect(answer?.reusable).toBe(true);
+    parser.push(Buffer.from('x'));
+    expect(answer?.reusable).toBe(false);
+  });
+
+  it('reads no body after a HEAD request, whatever Content-Length says', () => {
+    const answer = parse('HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n', 1, {
+      ...LIMITS,
+      headRequest: true,
+    });
+    expect(answer.body.length).toBe(0);
+    expect(answer.reusable).toBe(true);
+  });
+
+  it('keeps a field named __proto__ as a field, not a prototype', () => {
+    const answer = parse('HTTP/1.1 200 OK\r\n__proto__: x\r\nContent-Length: 0\r\n\r\n');
+    expect(Object.getPrototypeOf(answer.headers)).toBeNull();
+    expect(Object.getOwnPropertyDescriptor(answer.headers, '__proto__')?.value).toBe('x');
+  });
+});
+
+describe('an answer that cannot be trusted', () => {
+  const refused: Record<string, string> = {
+    'a status line that is not HTTP/1.x': 'HTTP/2 200 OK\r\nContent-Length: 0\r\n\r\n',
+    'a three-digit status it cannot read': 'HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n',
+    'a folded field line (obs-fold)': 'HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\nContent-Length: 0\r\n\r\n',
+    'a field line without a colon': 'HTTP/1.1 200 OK\r\nnot a field\r\nContent-Length: 0\r\n\r\n',
+    'a field name with a space': 'HTTP/1.1 200 OK\r\nX A: 1\r\nContent-Length: 0\r\n\r\n',
+    'a control character in a value': 'HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 0\r\n\r\n',
+    'Content-Length and Transfer-Encoding together':
+      'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+    'two Content-Length fields': 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}',
+    'a Content-Length that is not a number': 'HTTP/1.1 200 OK\r\nContent-Length: 1e3\r\n\r\n',
+    'a chunk size that is not hexadecimal': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n',
+    'a chunk not ended by CRLF': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n',
+    'an unrequested 101': 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n',
+    'a cut Content-Length body': 'HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort',
+    'a cut chunked body': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab',
+    'a cut head': 'HTTP/1.1 200 OK\r\nContent-Len',
+  };
+  for (const [name, raw] of Object.entries(refused)) {
+    it(`refuses ${name}`, () => {
+      expect(() => parse(raw)).toThrow(ResponseParseError);
+      expect(() => parse(raw, 1)).toThrow(ResponseParseError);
+    });
+  }
+
+  it('refuses a head over the limit, before it ends', () => {
+    const parser = new ResponseParser({ ...LIMITS, maxHeadBytes: 64 });
+    expect(() => parser.push(Buffer.from(`HTTP/1.1 200 OK\r\nX-Long: ${'a'.repeat(100)}`))).toThrow(
+      /head too large/,
+    );
+  });
+
+  it('refuses a body over the limit, declared or chunked', () => {
+    const options = { ...LIMITS, maxBodyBytes: 4 };
+    expect(() => parse('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n', 1, options)).toThrow(/body too large/);
+    expect(() =>
+      parse(
+        'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n',
+        2,
+        options,
+      ),
+    ).toThrow(/body too large/);
+    expect(() => parse('HTTP/1.1 200 OK\r\n\r\nabcdef', 1, options)).toThrow(/body too large/);
+  });
+});

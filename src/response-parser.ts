@@ -31,7 +31,9 @@ const HEAD_END = Buffer.from('\r\n\r\n');
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: [^\r\n]*)?$/;
 // RFC 9110 §5.1 token and §5.5 field value (obs-text allowed, as node:http allows it; no CTL but HTAB).
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+// Checked once over the whole head: any character a field value may not hold, or a CR or LF that is not
+// part of a line break.
+const INVALID_IN_HEAD = /[^\t\r\n\x20-\x7e\x80-\xff]|\r(?!\n)|(?<!\r)\n/;
 const DIGITS = /^\d+$/;
 const CHUNK_SIZE = /^([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?$/;
 const MAX_CHUNK_LINE = 4096;
@@ -92,7 +94,17 @@ interface Head {
   length: number;
 }
 
+/** A field value without its surrounding spaces and tabs (RFC 9110 §5.5 OWS). */
+function trimOws(line: string, start: number): string {
+  let from = start;
+  let to = line.length;
+  while (from < to && (line.charCodeAt(from) === 32 || line.charCodeAt(from) === 9)) from++;
+  while (to > from && (line.charCodeAt(to - 1) === 32 || line.charCodeAt(to - 1) === 9)) to--;
+  return line.slice(from, to);
+}
+
 function parseHead(text: string, headRequest: boolean): Head {
+  if (INVALID_IN_HEAD.test(text)) throw new ResponseParseError('a control character in the head');
   const lines = text.split('\r\n');
   const statusLine = STATUS_LINE.exec(lines[0] ?? '');
   if (!statusLine) throw new ResponseParseError('not an HTTP/1.x status line');
@@ -108,8 +120,7 @@ function parseHead(text: string, headRequest: boolean): Head {
     if (colon <= 0) throw new ResponseParseError('a field line without a name');
     const name = line.slice(0, colon);
     if (!TOKEN.test(name)) throw new ResponseParseError('a field name that is not a token');
-    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
-    if (INVALID_VALUE.test(value)) throw new ResponseParseError('a field value with a control character');
+    const value = trimOws(line, colon + 1);
     const lower = name.toLowerCase();
     if (lower === 'content-length') lengths += 1;
     addField(headers, lower, value);

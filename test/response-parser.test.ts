@@ -144,6 +144,8 @@ describe('an answer that cannot be trusted', () => {
     'a field line without a colon': 'HTTP/1.1 200 OK\r\nnot a field\r\nContent-Length: 0\r\n\r\n',
     'a field name with a space': 'HTTP/1.1 200 OK\r\nX A: 1\r\nContent-Length: 0\r\n\r\n',
     'a control character in a value': 'HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 0\r\n\r\n',
+    'a bare LF in a field line': 'HTTP/1.1 200 OK\r\nX-A: a\nb\r\nContent-Length: 0\r\n\r\n',
+    'a bare CR in a field line': 'HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 0\r\n\r\n',
     'Content-Length and Transfer-Encoding together':
       'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
     'two Content-Length fields': 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}',

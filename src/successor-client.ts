@@ -247,7 +247,9 @@ export function createSuccessorClient({
       const complete = (answer: ParsedResponse) => {
         if (settled) return;
         settle();
-        release(connection as Connection, answer.reusable);
+        // An answer that came before the whole request was written (an early 413, say) leaves the rest of
+        // the request in the connection: it is never reused.
+        release(connection as Connection, answer.reusable && sent);
         resolve({ status: answer.status, headers: answer.headers, body: answer.body });
       };
       const exchange: Exchange = {

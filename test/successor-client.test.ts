@@ -161,6 +161,24 @@ describe('the pool of connections', () => {
     await expect.poll(() => upstream.closedSockets.length, { timeout: 2_000 }).toBe(1);
   });
 
+  it('never pools a connection whose request was still being written when the answer came', async () => {
+    const upstream = await rawUpstream((socket, _request, index) => {
+      if (index === 0) {
+        // Answers at the first bytes of an 8 MiB body and reads no more of it.
+        socket.pause();
+        socket.write(OK);
+      } else {
+        socket.write(OK);
+      }
+    });
+    const successor = client(upstream.port);
+    const big = Buffer.alloc(8 * 1024 * 1024, 0x20);
+    const first = await successor.send(call({ body: big, headers: { 'content-length': big.length } }));
+    expect(first.status).toBe(200);
+    expect((await successor.send(call())).status).toBe(200);
+    expect(upstream.sockets.size).toBe(2);
+  });
+
   it('never pools a connection that heard bytes after its answer', async () => {
     const upstream = await rawUpstream((socket) => socket.write(`${OK}HTTP/1.1 200 OK\r\n`));
     const successor = client(upstream.port);

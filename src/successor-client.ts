@@ -66,6 +66,8 @@ interface Connection {
   readonly socket: net.Socket;
   exchange: Exchange | undefined;
   idleSince: number;
+  /** How long it may stay idle: idleTimeoutMs, or less when the upstream said it closes sooner. */
+  idleLimitMs: number;
 }
 
 /**
@@ -96,6 +98,17 @@ export function serialiseRequest(request: SuccessorRequest): Buffer {
   bytes.write(head, 0, 'latin1');
   request.body?.copy(bytes, headLength);
   return bytes;
+}
+
+/**
+ * How long a connection may idle in the pool: the configured limit, or less when the answer said
+ * `Keep-Alive: timeout=N` (RFC 2068 §19.7.1.1; a proxy in front of Nango may close sooner than Nango's 61 s),
+ * with two seconds to spare for the sweep and the upstream's own timer. Zero or less: not pooled.
+ */
+export function idleLimit(hint: string | string[] | undefined, idleTimeoutMs: number): number {
+  const match = typeof hint === 'string' ? /(?:^|[\s,;])timeout\s*=\s*(\d+)/i.exec(hint) : null;
+  if (!match) return idleTimeoutMs;
+  return Math.min(idleTimeoutMs, Number(match[1]) * 1000 - 2000);
 }
 
 function fieldLine(name: string, value: string): string {
@@ -133,7 +146,7 @@ export function createSuccessorClient({
     () => {
       const now = performance.now();
       for (const connection of [...idle]) {
-        if (now - connection.idleSince >= idleTimeoutMs) discard(connection);
+        if (now - connection.idleSince >= connection.idleLimitMs) discard(connection);
       }
     },
     Math.max(10, Math.min(1000, idleTimeoutMs)),
@@ -146,7 +159,7 @@ export function createSuccessorClient({
       : net.connect({ host, port });
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 1000);
-    const connection: Connection = { socket, exchange: undefined, idleSince: 0 };
+    const connection: Connection = { socket, exchange: undefined, idleSince: 0, idleLimitMs: idleTimeoutMs };
     // Listeners for the connection's whole life, not per exchange: an idle connection that hears anything
     // (bytes, the upstream closing it) is out of the pool.
     socket.on('data', (chunk: Buffer) => {
@@ -197,9 +210,9 @@ export function createSuccessorClient({
     else waiting.push(waiter);
   }
 
-  function release(connection: Connection, reusable: boolean): void {
+  function release(connection: Connection, reusable: boolean, idleLimitMs: number): void {
     connection.exchange = undefined;
-    if (!reusable || closed || connection.socket.destroyed) {
+    if (!reusable || idleLimitMs <= 0 || closed || connection.socket.destroyed) {
       connection.socket.destroy();
       return;
     }
@@ -213,6 +226,7 @@ export function createSuccessorClient({
       return;
     }
     connection.idleSince = performance.now();
+    connection.idleLimitMs = idleLimitMs;
     connection.socket.unref();
     idle.push(connection);
   }
@@ -249,7 +263,11 @@ export function createSuccessorClient({
         settle();
         // An answer that came before the whole request was written (an early 413, say) leaves the rest of
         // the request in the connection: it is never reused.
-        release(connection as Connection, answer.reusable && sent);
+        release(
+          connection as Connection,
+          answer.reusable && sent,
+          idleLimit(answer.headers['keep-alive'], idleTimeoutMs),
+        );
         resolve({ status: answer.status, headers: answer.headers, body: answer.body });
       };
       const exchange: Exchange = {

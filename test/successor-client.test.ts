@@ -3,6 +3,7 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createSuccessorClient,
+  idleLimit,
   type SuccessorClient,
   type SuccessorClientOptions,
   type SuccessorRequest,
@@ -179,12 +180,45 @@ describe('the pool of connections', () => {
     expect(upstream.sockets.size).toBe(2);
   });
 
+  it('lets an idle connection go before the upstream said it would close it (Keep-Alive: timeout)', async () => {
+    const upstream = await rawUpstream((socket) =>
+      socket.write('HTTP/1.1 200 OK\r\nKeep-Alive: timeout=3\r\nContent-Length: 2\r\n\r\n{}'),
+    );
+    const successor = client(upstream.port, { idleTimeoutMs: 60_000 });
+    const started = performance.now();
+    await successor.send(call());
+    // The raw upstream never closes on its own: the close is the client's, about a second before the hint.
+    await expect.poll(() => upstream.closedSockets.length, { timeout: 3_000 }).toBe(1);
+    expect(performance.now() - started).toBeLessThan(2_900);
+  });
+
+  it('does not pool a connection the upstream keeps for a second or less', async () => {
+    const upstream = await rawUpstream((socket) =>
+      socket.write('HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1, max=100\r\nContent-Length: 2\r\n\r\n{}'),
+    );
+    const successor = client(upstream.port);
+    await successor.send(call());
+    await successor.send(call());
+    expect(upstream.sockets.size).toBe(2);
+  });
+
   it('never pools a connection that heard bytes after its answer', async () => {
     const upstream = await rawUpstream((socket) => socket.write(`${OK}HTTP/1.1 200 OK\r\n`));
     const successor = client(upstream.port);
     await successor.send(call());
     await successor.send(call());
     expect(upstream.sockets.size).toBe(2);
+  });
+});
+
+describe('how long an idle connection is kept', () => {
+  it('is the configured limit unless Keep-Alive names a shorter timeout, less two seconds', () => {
+    expect(idleLimit(undefined, 55_000)).toBe(55_000);
+    expect(idleLimit('max=100', 55_000)).toBe(55_000);
+    expect(idleLimit('timeout=61', 55_000)).toBe(55_000);
+    expect(idleLimit('timeout=5', 55_000)).toBe(3_000);
+    expect(idleLimit('max=5, Timeout = 10', 55_000)).toBe(8_000);
+    expect(idleLimit('timeout=1', 55_000)).toBeLessThanOrEqual(0);
   });
 });
 

@@ -8,12 +8,13 @@ import type { ActiveConfig, RouteConfig, RouteId } from './config.js';
 import { chooseRoute, type RouteDecision } from './cutover.js';
 import { deprecationHeaders } from './deprecation-headers.js';
 import { errorAnswer } from './errors.js';
-import { createForwarder, type Forwarder, type UpstreamFailure } from './forward.js';
+import { createForwarder, type Forwarder } from './forward.js';
 import { checkTranslation, readLegacyBody, translate, upstreamFailureAnswer } from './migrate.js';
 import { createMigrations, matchMigration } from './migrations/index.js';
 import type { Migration } from './migrations/migration.js';
 import { compileOperations, type OpenApiDocument } from './openapi.js';
 import { originForm, pathOf } from './request-target.js';
+import type { UpstreamFailure } from './upstream-failure.js';
 import {
   settleValidation,
   type UsageAction,

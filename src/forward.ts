@@ -1,35 +1,12 @@
 import { readFileSync } from 'node:fs';
-import http, {
-  type IncomingHttpHeaders,
-  type IncomingMessage,
-  type OutgoingHttpHeaders,
-  type ServerResponse,
-} from 'node:http';
+import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import { type Duplex, Readable } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
 import type { Config } from './config.js';
-import { createSuccessorClient } from './successor-client.js';
+import { createSuccessorClient, type UpstreamRequest, type UpstreamResponse } from './successor-client.js';
 import { classifyFailure, timeoutError, type UpstreamFailure } from './upstream-failure.js';
 import { setForwardedHeaders } from './upstream-headers.js';
-
-export { classifyFailure, UpstreamError, type UpstreamFailure } from './upstream-failure.js';
-
-export interface UpstreamRequest {
-  /** The most answer bytes read; beyond, the exchange fails as 'lost' (nothing of it can be trusted). */
-  maxAnswerBytes?: number;
-  method: string;
-  /** Path and query, starting with `/`. */
-  path: string;
-  headers: OutgoingHttpHeaders;
-  body: Buffer | null;
-}
-
-export interface UpstreamResponse {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: Buffer;
-}
 
 export type PassThroughErrorHandler = (
   failure: UpstreamFailure,
@@ -190,13 +167,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   });
 
   function send(request: UpstreamRequest): Promise<UpstreamResponse> {
-    return successor.send({
-      method: request.method,
-      path: basePath + request.path,
-      headers: request.headers,
-      body: request.body,
-      maxAnswerBytes: request.maxAnswerBytes ?? Number.POSITIVE_INFINITY,
-    });
+    return successor.send(basePath === '' ? request : { ...request, path: basePath + request.path });
   }
 
   return {

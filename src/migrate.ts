@@ -3,10 +3,12 @@ import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { sendBytes, sendLocalAnswer } from './answer.js';
 import type { RouteId } from './config.js';
 import { errorAnswer, type LocalAnswer } from './errors.js';
-import { type Forwarder, UpstreamError, type UpstreamFailure, type UpstreamResponse } from './forward.js';
+import type { Forwarder } from './forward.js';
 import type { LegacyRequest, Migration } from './migrations/migration.js';
 import { BodyError, readBody } from './read-body.js';
 import { splitTarget } from './request-target.js';
+import type { UpstreamResponse } from './successor-client.js';
+import { UpstreamError, type UpstreamFailure } from './upstream-failure.js';
 import { endToEndHeaders, successorRequestHeaders } from './upstream-headers.js';
 import type { ValidationReport } from './usage.js';
 

@@ -6,8 +6,8 @@ import {
   idleLimit,
   type SuccessorClient,
   type SuccessorClientOptions,
-  type SuccessorRequest,
   serialiseRequest,
+  type UpstreamRequest,
 } from '../src/successor-client.js';
 import { UpstreamError } from '../src/upstream-failure.js';
 import { createTestCertificates, hasOpenssl, type TestCertificates } from './support/certificates.js';
@@ -21,7 +21,7 @@ import { closedPort, listen, readAll, startUpstream } from './support/upstream.j
 
 const track = closedAfterEach();
 
-function call(overrides: Partial<SuccessorRequest> = {}): SuccessorRequest {
+function call(overrides: Partial<UpstreamRequest> = {}): UpstreamRequest {
   const body = Buffer.from('{"metadata":{"a":1}}');
   return {
     method: 'PATCH',

@@ -6,7 +6,7 @@ import { createProxyServer } from 'http-proxy-3';
 import type { Config } from './config.js';
 import { createSuccessorClient, type UpstreamRequest, type UpstreamResponse } from './successor-client.js';
 import { classifyFailure, timeoutError, type UpstreamFailure } from './upstream-failure.js';
-import { setForwardedHeaders } from './upstream-headers.js';
+import { fieldTokens, setForwardedHeaders } from './upstream-headers.js';
 
 export type PassThroughErrorHandler = (
   failure: UpstreamFailure,
@@ -40,10 +40,7 @@ const CONNECTION_OPTIONS = ['keep-alive', 'proxy-connection', 'te', 'upgrade'] a
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
 
 function namedByConnection(value: string | string[] | undefined): string[] {
-  return String(value ?? '')
-    .split(',')
-    .map((token) => token.trim().toLowerCase())
-    .filter((token) => token !== '' && !FRAMING.has(token));
+  return fieldTokens(value).filter((token) => !FRAMING.has(token));
 }
 
 /**

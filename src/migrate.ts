@@ -9,7 +9,7 @@ import { BodyError, readBody } from './read-body.js';
 import { splitTarget } from './request-target.js';
 import type { UpstreamResponse } from './successor-client.js';
 import { UpstreamError, type UpstreamFailure } from './upstream-failure.js';
-import { endToEndHeaders, successorRequestHeaders } from './upstream-headers.js';
+import { endToEndHeaders, fieldTokens, successorRequestHeaders } from './upstream-headers.js';
 import type { ValidationReport } from './usage.js';
 
 /** How a translated call ended, for usage records. */
@@ -83,10 +83,7 @@ export class AnswerDecodeError extends Error {
 export function decodeAnswer(response: UpstreamResponse, maxBytes: number): UpstreamResponse {
   if (response.body.length > maxBytes) throw new AnswerDecodeError(`answer over ${maxBytes} bytes`);
   if (response.headers['content-encoding'] === undefined) return response;
-  const codings = String(response.headers['content-encoding'] ?? '')
-    .split(',')
-    .map((token) => token.trim().toLowerCase())
-    .filter((token) => token !== '' && token !== 'identity');
+  const codings = fieldTokens(response.headers['content-encoding']).filter((token) => token !== 'identity');
   if (codings.length === 0) return response;
   const decoders: Decoder[] = [];
   for (const coding of codings) {

@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { fieldTokens } from './upstream-headers.js';
 
 /** One whole HTTP/1.x answer, its body undone of any transfer coding (not of its content coding). */
 export interface ParsedResponse {
@@ -75,15 +76,6 @@ function addField(headers: IncomingHttpHeaders, name: string, value: string): vo
   }
 }
 
-/** The comma-separated tokens of a field, lower-cased (RFC 9110 §5.6.1). */
-function tokensOf(value: string | string[] | undefined): string[] {
-  if (value === undefined) return [];
-  return String(value)
-    .split(',')
-    .map((token) => token.trim().toLowerCase())
-    .filter((token) => token !== '');
-}
-
 type Framing = 'none' | 'length' | 'chunked' | 'close';
 
 interface Head {
@@ -133,7 +125,7 @@ function parseHead(text: string, headRequest: boolean): Head {
   if (transferEncoding !== undefined) {
     // Both framings at once is how responses are smuggled (§6.3 ¶3); llhttp refuses it too.
     if (lengths > 0) throw new ResponseParseError('both Transfer-Encoding and Content-Length');
-    const codings = tokensOf(transferEncoding);
+    const codings = fieldTokens(transferEncoding);
     return { status, minor, headers, framing: codings.at(-1) === 'chunked' ? 'chunked' : 'close', length: 0 };
   }
   if (lengths > 0) {
@@ -146,7 +138,7 @@ function parseHead(text: string, headRequest: boolean): Head {
 
 /** RFC 9112 §9.3: HTTP/1.1 persists unless `close`; HTTP/1.0 only with `keep-alive`. */
 function persists(head: Head): boolean {
-  const connection = tokensOf(head.headers.connection);
+  const connection = fieldTokens(head.headers.connection);
   return head.minor === 1 ? !connection.includes('close') : connection.includes('keep-alive');
 }
 

@@ -15,6 +15,15 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
+/** The comma-separated tokens of a field (RFC 9110 §5.6.1), lower-cased, repeated lines joined, empties dropped. */
+export function fieldTokens(value: string | string[] | undefined): string[] {
+  if (value === undefined) return [];
+  return String(value)
+    .split(',')
+    .map((token) => token.trim().toLowerCase())
+    .filter((token) => token !== '');
+}
+
 /** Headers minus hop-by-hop ones, those the Connection header names, and any listed in `drop`. */
 export function endToEndHeaders(
   headers: IncomingHttpHeaders,
@@ -24,11 +33,7 @@ export function endToEndHeaders(
   const named =
     connection === undefined || connection === 'keep-alive' || connection === 'close'
       ? NOTHING
-      : new Set(
-          (Array.isArray(connection) ? connection.join(',') : connection)
-            .split(',')
-            .map((token) => token.trim().toLowerCase()),
-        );
+      : new Set(fieldTokens(connection));
   const result: OutgoingHttpHeaders = {};
   for (const name in headers) {
     const value = headers[name];

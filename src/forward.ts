@@ -134,7 +134,9 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     // http-proxy-3's xfwd builds each header name by concatenation, three times per header, and parses the
     // Host header for an X-Forwarded-Port (callgrind: 1-4 % of a pass-through request's instructions).
     xfwd: false,
-    changeOrigin: true,
+    // The Host is the upstream's (Nango behind a virtual host needs its own name), set by web() and ws() to
+    // the target's host: http-proxy-3's changeOrigin works the same value out again on every request.
+    changeOrigin: false,
     secure: true,
     ws: true,
     // http-proxy-3 rebuilds the path through WHATWG URL parsing, which resolves dot segments
@@ -172,6 +174,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     web(req, res, body) {
       dropRequestConnectionOptions(req.headers);
       setForwardedHeaders(req.headers, req.headers, req.socket);
+      req.headers.host = host;
       proxy.web(
         req,
         res,
@@ -181,6 +184,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     },
     ws(req, socket, head) {
       setForwardedHeaders(req.headers, req.headers, req.socket);
+      req.headers.host = host;
       proxy.ws(req, socket, head, NO_OPTIONS, handleProxyError);
     },
     send,

@@ -565,6 +565,7 @@ describe('WebSocket upgrades', () => {
         'x-forwarded-for': '127.0.0.1',
         'x-forwarded-proto': 'http',
         'x-forwarded-host': url.host,
+        host: `127.0.0.1:${upstream?.port}`,
       });
 
       // Idle for longer than upstream.timeoutMs: the no-answer timeout is over once the upgrade is answered.

@@ -28,6 +28,8 @@ export function contentTypeRejected(contentType: string | undefined): boolean {
 
 /** zod's strict empty query (requireEmptyQuery): every key is unrecognised. */
 export function queryIssues(query: string): ValidationIssue[] {
+  // The usual call has no query string: nothing to parse.
+  if (query === '') return [];
   const keys = Object.keys(parseQuery(query));
   if (keys.length === 0) return [];
   return [unrecognizedKeysIssue(keys)];

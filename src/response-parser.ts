@@ -206,7 +206,8 @@ type State = 'head' | 'length' | 'chunk-size' | 'chunk-data' | 'chunk-end' | 'tr
 /**
  * Reads one answer from the bytes of a connection as they arrive: `push` each chunk, `end` at end of
  * stream. Interim (1xx) answers are skipped. Built for the buffered exchanges of translated calls, which
- * are small: the common answer (head and a Content-Length body in one chunk) costs one search and one split.
+ * are small: the common answer (head and a Content-Length body in one chunk) costs one search and one pass
+ * over its head.
  */
 export class ResponseParser {
   private readonly options: ResponseParserOptions;

@@ -165,6 +165,12 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     timeoutMs,
   });
 
+  /** The upstream's own Host, and where the request came from in X-Forwarded-*. */
+  function addressToUpstream(req: IncomingMessage): void {
+    setForwardedHeaders(req.headers, req.headers, req.socket);
+    req.headers.host = host;
+  }
+
   function send(request: UpstreamRequest): Promise<UpstreamResponse> {
     return successor.send(basePath === '' ? request : { ...request, path: basePath + request.path });
   }
@@ -173,8 +179,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     host,
     web(req, res, body) {
       dropRequestConnectionOptions(req.headers);
-      setForwardedHeaders(req.headers, req.headers, req.socket);
-      req.headers.host = host;
+      addressToUpstream(req);
       proxy.web(
         req,
         res,
@@ -183,8 +188,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
       );
     },
     ws(req, socket, head) {
-      setForwardedHeaders(req.headers, req.headers, req.socket);
-      req.headers.host = host;
+      addressToUpstream(req);
       proxy.ws(req, socket, head, NO_OPTIONS, handleProxyError);
     },
     send,

@@ -6,6 +6,7 @@ import { sendLocalAnswerOnSocket } from './answer.js';
 import type { App } from './app.js';
 import type { Config } from './config.js';
 import { errorAnswer } from './errors.js';
+import { LiveList } from './live-list.js';
 
 export interface ShimServer {
   server: Server;
@@ -30,7 +31,8 @@ function clientErrorAnswer(code: string | undefined) {
 /** The public listener: node:http with the timeouts a gateway needs, the app's handlers, and draining. */
 export function createShimServer(app: App, config: Config, logger: Logger): ShimServer {
   let draining = false;
-  const active = new Set<ServerResponse>();
+  // Not a Set: see LiveList for what a Set churned at request rate does to the garbage collector.
+  const active = new LiveList<ServerResponse>();
   let onIdle: (() => void) | undefined;
 
   // Shared by every response (no closure per request).
@@ -63,7 +65,7 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
   );
   // Upgraded connections (WebSockets) are no longer the HTTP server's: they are tracked here so that a
   // shutdown can end them, since they never finish on their own.
-  const upgraded = new Set<Duplex>();
+  const upgraded = new LiveList<Duplex>();
   server.on('upgrade', (req, socket: Duplex, head) => {
     upgraded.add(socket);
     socket.once('close', () => upgraded.delete(socket));
@@ -83,9 +85,9 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
     drain(graceMs) {
       draining = true;
       // Answers still to come close their connection too, so their clients do not reuse a closing socket.
-      for (const res of active) res.shouldKeepAlive = false;
+      for (const res of active.toArray()) res.shouldKeepAlive = false;
       // A WebSocket has no end to wait for: it is closed now, and its client reconnects elsewhere.
-      for (const socket of upgraded) socket.destroy();
+      for (const socket of upgraded.toArray()) socket.destroy();
       return new Promise((resolve) => {
         let settled = false;
         const finish = (clean: boolean) => {

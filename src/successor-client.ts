@@ -6,6 +6,7 @@ import {
 } from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
+import { LiveList } from './live-list.js';
 import { type ParsedResponse, ResponseParser } from './response-parser.js';
 import { classifyFailure, timeoutError, UpstreamError } from './upstream-failure.js';
 
@@ -140,7 +141,7 @@ export function createSuccessorClient({
   // RFC 6066 §3: no server name for an address literal.
   const servername = net.isIP(host) === 0 ? host : undefined;
   const idle: Connection[] = [];
-  const open = new Set<Connection>();
+  const open = new LiveList<Connection>();
   const waiting: Waiter[] = [];
   let closed = false;
 
@@ -321,7 +322,7 @@ export function createSuccessorClient({
       closed = true;
       clearInterval(sweep);
       for (const waiter of waiting.splice(0)) waiter.fail(new Error('the successor client is closed'));
-      for (const connection of [...open]) connection.socket.destroy();
+      for (const connection of open.toArray()) connection.socket.destroy();
     },
   };
 }

@@ -53,6 +53,8 @@ export interface SuccessorClient {
 const MAX_HEAD_BYTES = 16 * 1024;
 // node:http's rule for a request target (no space, no CTL); it does not export it, unlike its header checks.
 const INVALID_TARGET = /[^\u0021-\u00ff]/;
+// `Keep-Alive: timeout=N` (RFC 2068 §19.7.1.1), wherever the parameter stands in the field.
+const KEEP_ALIVE_TIMEOUT = /(?:^|[\s,;])timeout\s*=\s*(\d+)/i;
 
 /** What a connection is doing now: carrying one exchange, or idle in the pool (undefined). */
 interface Exchange {
@@ -111,7 +113,7 @@ export function serialiseRequest(request: UpstreamRequest): Buffer {
  * with two seconds to spare for the sweep and the upstream's own timer. Zero or less: not pooled.
  */
 export function idleLimit(hint: string | string[] | undefined, idleTimeoutMs: number): number {
-  const match = typeof hint === 'string' ? /(?:^|[\s,;])timeout\s*=\s*(\d+)/i.exec(hint) : null;
+  const match = typeof hint === 'string' ? KEEP_ALIVE_TIMEOUT.exec(hint) : null;
   if (!match) return idleTimeoutMs;
   return Math.min(idleTimeoutMs, Number(match[1]) * 1000 - 2000);
 }

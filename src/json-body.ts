@@ -9,6 +9,18 @@ export type JsonBody =
 
 // JSON whitespace is exactly space, tab, LF and CR (RFC 8259 §2).
 const FIRST_CHAR = /^[ \t\n\r]*([^ \t\n\r])/;
+// What V8 12 and later (Node 22, 24) add to a JSON.parse message that names a position.
+const LINE_AND_COLUMN = / \(line \d+ column \d+\)$/;
+
+/**
+ * A JSON.parse message in the wording Nango 0.71.4 answered with (its captures: `Expected property name or
+ * '}' in JSON at position 1`, the wording of Node 20's V8), whatever Node runs the shim: V8 12 and later append
+ * ` (line 1 column 2)` to the same message, and a legacy client's error text must not change with the
+ * shim's runtime.
+ */
+export function nangoJsonMessage(message: string): string {
+  return message.replace(LINE_AND_COLUMN, '');
+}
 
 /** The media type, lower-cased and without parameters, as type-is compares it. */
 export function mediaType(contentType: string | undefined): string | undefined {
@@ -39,8 +51,8 @@ function strictViolationMessage(text: string, char: string): string {
     JSON.parse(partial);
     return 'strict violation';
   } catch (error) {
-    return (error as Error).message.replace(/#+/g, (placeholder) =>
-      text.slice(index, index + placeholder.length),
+    return nangoJsonMessage(
+      (error as Error).message.replace(/#+/g, (placeholder) => text.slice(index, index + placeholder.length)),
     );
   }
 }
@@ -63,6 +75,6 @@ export function parseJsonBody(headers: IncomingHttpHeaders, raw: Buffer): JsonBo
   try {
     return { kind: 'json', value: JSON.parse(text) };
   } catch (error) {
-    return { kind: 'invalid', message: (error as Error).message };
+    return { kind: 'invalid', message: nangoJsonMessage((error as Error).message) };
   }
 }

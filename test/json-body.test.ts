@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseJsonBody } from '../src/json-body.js';
+import { nangoJsonMessage, parseJsonBody } from '../src/json-body.js';
 
 const json = { 'content-type': 'application/json', 'content-length': '1' };
 
@@ -37,8 +37,29 @@ describe('parseJsonBody', () => {
     });
   });
 
-  it('passes V8 syntax errors through', () => {
-    expect(parseJsonBody(json, Buffer.from('{'))).toEqual({ kind: 'invalid', message: expect.any(String) });
+  it("passes V8 syntax errors through in Nango 0.71.4's wording, whatever Node runs the tests", () => {
+    // metadata-patch.json "malformed JSON": Nango answered exactly this; Node 22 and 24 add " (line 1 column 2)".
+    expect(parseJsonBody(json, Buffer.from('{'))).toEqual({
+      kind: 'invalid',
+      message: "Expected property name or '}' in JSON at position 1",
+    });
+    expect(parseJsonBody(json, Buffer.from('{"a":1}x'))).toEqual({
+      kind: 'invalid',
+      message: 'Unexpected non-whitespace character after JSON at position 7',
+    });
+  });
+
+  it("drops only the line and column V8 12 and later append to a position (Node 22's wording)", () => {
+    expect(nangoJsonMessage("Expected property name or '}' in JSON at position 1 (line 1 column 2)")).toBe(
+      "Expected property name or '}' in JSON at position 1",
+    );
+    expect(
+      nangoJsonMessage('Bad control character in string literal in JSON at position 16 (line 2 column 5)'),
+    ).toBe('Bad control character in string literal in JSON at position 16');
+    // A client's own text that merely looks like it, inside the quoted input, is left alone.
+    const quoted = `Unexpected token 'x', "x (line 1 column 2)" is not valid JSON`;
+    expect(nangoJsonMessage(quoted)).toBe(quoted);
+    expect(nangoJsonMessage('Unexpected end of JSON input')).toBe('Unexpected end of JSON input');
   });
 
   it('lets the last duplicate key win, as Nango does', () => {

@@ -616,7 +616,9 @@ function handleError(error: unknown, _req: Request, res: Response, next: NextFun
     return;
   }
   if (isJsonParseFailure(error)) {
-    res.status(400).send({ error: { code: 'invalid_json', message: error.message } });
+    // The captures' wording (Node 20's V8): V8 12 and later (Node 22, 24) append ` (line 1 column 2)`.
+    const message = error.message.replace(/ \(line \d+ column \d+\)$/, '');
+    res.status(400).send({ error: { code: 'invalid_json', message } });
     return;
   }
   const supportId = randomUUID();

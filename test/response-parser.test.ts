@@ -44,7 +44,6 @@ const ANSWERS: Record<string, string> = {
   'no reason phrase, padded values': 'HTTP/1.1 404\r\nX-Pad: \t spaced out \t\r\nContent-Length: 1\r\n\r\nx',
   'no framing (body until close)': 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it',
   'an HTTP/1.0 answer': 'HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold',
-  '204 with a Content-Length': 'HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n',
   'obs-text in a value': 'HTTP/1.1 200 OK\r\nX-Latin: caf\xe9\r\nContent-Length: 0\r\n\r\n',
 };
 
@@ -58,13 +57,17 @@ async function throughNodeHttp(raw: string, track: (server: Closable) => Closabl
   return new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>(
     (resolve, reject) => {
       http
-        .get({ host: '127.0.0.1', port, path: '/', agent: false }, async (res) => {
-          const body = await readAll(res);
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: { ...res.headers },
-            body: body.toString('latin1'),
-          });
+        .get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
+          // An answer node:http cannot finish (it aborts) rejects at once instead of never settling.
+          readAll(res).then(
+            (body) =>
+              resolve({
+                status: res.statusCode ?? 0,
+                headers: { ...res.headers },
+                body: body.toString('latin1'),
+              }),
+            reject,
+          );
         })
         .on('error', reject);
     },
@@ -83,6 +86,27 @@ describe('an answer read as node:http reads it', () => {
       }
     });
   }
+});
+
+describe('an answer that must not have a body', () => {
+  const track = closedAfterEach();
+  const raw = 'HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n';
+
+  // node:http agrees from Node 20.20 on; Node 20.19's client waits for the five bytes and aborts when the
+  // connection closes, so there the rule itself is the oracle.
+  it('reads none after a 204 whatever its Content-Length says (RFC 9112 §6.3 ¶1), as node:http does', async () => {
+    const oracle = await throughNodeHttp(raw, track).catch(() => undefined);
+    for (const size of [Number.POSITIVE_INFINITY, 1, 7]) {
+      const answer = parse(raw, size);
+      expect(plain(answer)).toEqual({
+        status: 204,
+        headers: { 'content-length': '5' },
+        body: '',
+        reusable: true,
+      });
+      if (oracle) expect({ status: answer.status, headers: { ...answer.headers }, body: '' }).toEqual(oracle);
+    }
+  });
 });
 
 describe('the connection after an answer', () => {

@@ -18,7 +18,7 @@ interface Linked {
  * A full GC moves the current table, live, into the old generation; from then on each replaced table, dead
  * there but not collected until the next full GC, keeps its successor and the responses in it alive through
  * every young-generation GC. Whole requests were promoted: 1.4-1.7 MB per scavenge instead of a few KB, a
- * full GC every 1.5 s, peak RSS 145 MB instead of 110 (README Performance). A removed object here has its
+ * full GC every 1.5 s, peak RSS 145 MB instead of 110 (docs/performance.md). A removed object here has its
  * fields cleared, so nothing dead points at anything young.
  */
 export class LiveList<T extends object> {

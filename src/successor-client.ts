@@ -126,7 +126,7 @@ function fieldLine(name: string, value: string): string {
 /**
  * The translated calls' own HTTP/1.1 client: a pool of keep-alive connections to the upstream and one
  * buffered exchange at a time on each. node:http's ClientRequest, Agent and IncomingMessage cost a
- * translated call 70-95 µs of its ~330 µs of CPU at 1 connection (A/B, README Performance); a small JSON
+ * translated call 70-95 µs of its ~330 µs of CPU at 1 connection (A/B, docs/performance.md); a small JSON
  * exchange needs none of their streaming. Pass-through traffic keeps http-proxy-3 and its agent.
  */
 export function createSuccessorClient({

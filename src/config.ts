@@ -92,12 +92,20 @@ export class ConfigError extends Error {
 
 const DEFAULT_CONFIG_FILE = new URL('../config/default.json', import.meta.url);
 
+/**
+ * The longest delay a Node timer holds (2^31 - 1 ms, about 24.8 days). A longer one fires after 1 ms, with
+ * only a warning: a larger `upstream.timeoutMs` would time every translated call out at once.
+ */
+const MAX_TIMER_MS = 2_147_483_647;
+/** A duration in milliseconds, used as a timer's delay. */
+const positiveMs = { type: 'integer', minimum: 1, maximum: MAX_TIMER_MS };
+
 const rateLimitRuleSchema = {
   type: ['object', 'null'],
   additionalProperties: false,
   required: ['windowMs', 'limit'],
   properties: {
-    windowMs: { type: 'integer', minimum: 1 },
+    windowMs: positiveMs,
     limit: { type: 'integer', minimum: 1 },
   },
 };
@@ -142,7 +150,6 @@ const routeSchema = {
 };
 
 const port = { type: 'integer', minimum: 0, maximum: 65535 };
-const positiveMs = { type: 'integer', minimum: 1 };
 
 const CONFIG_SCHEMA = {
   $defs: { fingerprint: { type: 'string', pattern: '^[0-9a-f]{16}$' } },
@@ -189,7 +196,7 @@ const CONFIG_SCHEMA = {
         host: { type: 'string', minLength: 1 },
         port,
         bodyLimitBytes: { type: 'integer', minimum: 1 },
-        shutdownGraceMs: { type: 'integer', minimum: 0 },
+        shutdownGraceMs: { type: 'integer', minimum: 0, maximum: MAX_TIMER_MS },
         headersTimeoutMs: positiveMs,
         requestTimeoutMs: positiveMs,
         keepAliveTimeoutMs: positiveMs,

@@ -110,6 +110,20 @@ function checkHeadCharacters(text: string): void {
   }
 }
 
+/**
+ * Waiting for a CRLF: a bare LF or CR already there means the line never ends as RFC 9112 §2.2 frames it.
+ * Refused at once, as llhttp refuses it, instead of waiting for the deadline on a kept-alive connection.
+ * (A CR as the last byte may be the first half of a CRLF split across reads.)
+ */
+function refuseBareLineBreak(data: Buffer, offset: number): void {
+  for (let lf = data.indexOf(10, offset); lf !== -1; lf = data.indexOf(10, lf + 1)) {
+    if (lf === offset || data[lf - 1] !== 13) throw new ResponseParseError('a line not ended by CRLF');
+  }
+  for (let cr = data.indexOf(13, offset); cr !== -1 && cr + 1 < data.length; cr = data.indexOf(13, cr + 1)) {
+    if (data[cr + 1] !== 10) throw new ResponseParseError('a line not ended by CRLF');
+  }
+}
+
 function isDigit(code: number): boolean {
   return code >= 48 && code <= 57;
 }
@@ -315,6 +329,7 @@ export class ResponseParser {
     const end = data.indexOf(HEAD_END, offset);
     if (end < 0) {
       if (data.length - offset > this.options.maxHeadBytes) throw new ResponseParseError('head too large');
+      refuseBareLineBreak(data, offset);
       return -1;
     }
     if (end - offset > this.options.maxHeadBytes) throw new ResponseParseError('head too large');
@@ -349,7 +364,10 @@ export class ResponseParser {
 
   private lineEnd(data: Buffer, offset: number): number {
     const end = data.indexOf(CRLF, offset);
-    if (end < 0 && data.length - offset > MAX_CHUNK_LINE) throw new ResponseParseError('a line too long');
+    if (end < 0) {
+      if (data.length - offset > MAX_CHUNK_LINE) throw new ResponseParseError('a line too long');
+      refuseBareLineBreak(data, offset);
+    }
     return end;
   }
 

@@ -72,6 +72,11 @@ interface Waiter {
 interface Connection {
   readonly socket: net.Socket;
   exchange: Exchange | undefined;
+  /**
+   * Connected, and past the TLS handshake on an https upstream. Before that no byte of a request can have
+   * left, whatever the socket's error says (a reset handshake, a plain-HTTP port behind an https URL).
+   */
+  established: boolean;
   idleSince: number;
   /** How long it may stay idle: idleTimeoutMs, or less when the upstream said it closes sooner. */
   idleLimitMs: number;
@@ -166,7 +171,16 @@ export function createSuccessorClient({
       : net.connect({ host, port });
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 1000);
-    const connection: Connection = { socket, exchange: undefined, idleSince: 0, idleLimitMs: idleTimeoutMs };
+    const connection: Connection = {
+      socket,
+      exchange: undefined,
+      established: false,
+      idleSince: 0,
+      idleLimitMs: idleTimeoutMs,
+    };
+    socket.once(secure ? 'secureConnect' : 'connect', () => {
+      connection.established = true;
+    });
     // Listeners for the connection's whole life, not per exchange: an idle connection that hears anything
     // (bytes, the upstream closing it) is out of the pool.
     socket.on('data', (chunk: Buffer) => {
@@ -263,7 +277,7 @@ export function createSuccessorClient({
           const index = waiting.indexOf(waiter);
           if (index !== -1) waiting.splice(index, 1);
         }
-        reject(new UpstreamError(classifyFailure(error, sent), error));
+        reject(new UpstreamError(classifyFailure(error, sent, connection?.established === true), error));
       };
       const complete = (answer: ParsedResponse) => {
         if (settled) return;

@@ -29,9 +29,15 @@ interface TimeoutMarked extends Error {
   [TIMED_OUT]?: true;
 }
 
-/** Classifies a failed exchange: before the request left (unreachable), no answer in time, or cut. */
-export function classifyFailure(error: Error, requestSent: boolean): UpstreamFailure {
+/**
+ * Classifies a failed exchange: before the request left (unreachable), no answer in time, or cut. `connected`
+ * says the connection got past connecting (and its TLS handshake): a failure before that is unreachable,
+ * whatever its code, as no byte of the request can have left. Pass-through cannot see its socket's state and
+ * leaves it to the codes.
+ */
+export function classifyFailure(error: Error, requestSent: boolean, connected = true): UpstreamFailure {
   if ((error as TimeoutMarked)[TIMED_OUT]) return 'timeout';
+  if (!connected) return 'unreachable';
   const code = (error as NodeJS.ErrnoException).code ?? '';
   if (CERTIFICATE_REJECTED.test(code)) return 'unreachable';
   if (!requestSent && CONNECT_FAILURES.has(code)) return 'unreachable';

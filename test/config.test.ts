@@ -72,6 +72,17 @@ describe('parseConfig', () => {
     );
   });
 
+  it('refuses a duration longer than a Node timer holds, which would fire after 1 ms', () => {
+    expect(
+      parseConfig([defaults], { SHIM_UPSTREAM_TIMEOUT_MS: '2147483647' }).config.upstream.timeoutMs,
+    ).toBe(2_147_483_647);
+    expect(problemsOf(() => parseConfig([defaults], { SHIM_UPSTREAM_TIMEOUT_MS: '2147483648' }))).toEqual([
+      'upstream.timeoutMs (from SHIM_UPSTREAM_TIMEOUT_MS): must be <= 2147483647',
+    ]);
+    const longer = { server: { shutdownGraceMs: 2 ** 31 }, ledger: { flushIntervalMs: 2 ** 31 } };
+    expect(problemsOf(() => parseConfig([defaults, longer]))).toHaveLength(2);
+  });
+
   it('freezes the result so nothing can edit the active config', () => {
     const { config } = parseConfig([defaults]);
     expect(Object.isFrozen(config.routes['connection-metadata'])).toBe(true);

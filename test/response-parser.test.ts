@@ -190,6 +190,30 @@ describe('an answer that cannot be trusted', () => {
     });
   }
 
+  it('refuses a line broken by a bare LF or CR at once, without waiting for a CRLF that never comes', () => {
+    // Each is a head or chunk line that will never end in CRLF: llhttp refuses it at once, and so must the
+    // parser, or a kept-alive connection waits for the deadline (push returns undefined: more bytes needed).
+    const unended = [
+      'HTTP/1.1 200 OK\nContent-Length: 2\n\n{}',
+      'HTTP/1.1 200 OK\r\nContent-Length: 2\n\n{}',
+      'HTTP/1.1 200 OK\rContent-Length: 2',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\n{}\n0\n\n',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: 1\n\n',
+    ];
+    for (const raw of unended) {
+      expect(() => new ResponseParser(LIMITS).push(Buffer.from(raw, 'latin1')), raw).toThrow(
+        /a line not ended by CRLF/,
+      );
+    }
+  });
+
+  it('waits for the LF of a CRLF split across reads', () => {
+    const parser = new ResponseParser(LIMITS);
+    expect(parser.push(Buffer.from('HTTP/1.1 200 OK\r'))).toBeUndefined();
+    expect(parser.push(Buffer.from('\nContent-Length: 2\r'))).toBeUndefined();
+    expect(parser.push(Buffer.from('\n\r\n{}'))?.status).toBe(200);
+  });
+
   it('refuses a head over the limit, before it ends', () => {
     const parser = new ResponseParser({ ...LIMITS, maxHeadBytes: 64 });
     expect(() => parser.push(Buffer.from(`HTTP/1.1 200 OK\r\nX-Long: ${'a'.repeat(100)}`))).toThrow(

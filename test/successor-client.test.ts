@@ -265,14 +265,22 @@ describe('a failed exchange', () => {
     expect(await failureOf(client(upstream.port).send(call({ maxAnswerBytes: 99 })))).toBe('lost');
   });
 
-  it('is lost for a call in flight when the client closes, and no call starts after', async () => {
+  it('is lost for a call in flight when the client closes, and unreachable for a call after it', async () => {
     const upstream = await rawUpstream(() => {});
     const successor = client(upstream.port);
     const pending = successor.send(call());
     await expect.poll(() => upstream.requests()).toBe(1);
     successor.close();
     expect(await failureOf(pending)).toBe('lost');
-    expect(await failureOf(successor.send(call()))).toBe('lost');
+    // Nothing of a call made after close left the shim: it cannot have been applied.
+    expect(await failureOf(successor.send(call()))).toBe('unreachable');
+  });
+
+  it('is lost at once, not at the deadline, when the answer breaks its head with bare LFs', async () => {
+    const upstream = await rawUpstream((socket) => socket.write('HTTP/1.1 200 OK\nContent-Length: 2\n\n{}'));
+    const started = performance.now();
+    expect(await failureOf(client(upstream.port, { timeoutMs: 2_000 }).send(call()))).toBe('lost');
+    expect(performance.now() - started).toBeLessThan(1_000);
   });
 });
 
@@ -329,5 +337,32 @@ describe.skipIf(!OPENSSL)('an https upstream', () => {
     track({ close: async () => successor.close() });
     expect(await failureOf(successor.send(call()))).toBe('unreachable');
     expect(upstream.requests).toHaveLength(0);
+  });
+
+  function secureClient(port: number): SuccessorClient {
+    const successor = createSuccessorClient({
+      url: new URL(`https://127.0.0.1:${port}`),
+      ca: readFileSync((certificates as TestCertificates).caFile, 'utf8'),
+      maxSockets: 4,
+      maxIdleSockets: 4,
+      idleTimeoutMs: 5_000,
+      timeoutMs: 2_000,
+    });
+    track({ close: async () => successor.close() });
+    return successor;
+  }
+
+  // No byte of a request leaves before the handshake is done, so no such failure can have applied the call.
+  it('is unreachable when the https URL names a plain-HTTP port', async () => {
+    const upstream = await rawUpstream((socket) =>
+      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n'),
+    );
+    expect(await failureOf(secureClient(upstream.port).send(call()))).toBe('unreachable');
+  });
+
+  it('is unreachable when the upstream drops the handshake', async () => {
+    const upstream = await rawUpstream((socket) => socket.destroy());
+    expect(await failureOf(secureClient(upstream.port).send(call()))).toBe('unreachable');
+    expect(upstream.requests()).toBe(1);
   });
 });

@@ -43,7 +43,8 @@ function expectedType(schema: SchemaNode): string {
 
 /** zod's issue for the keys a strict object does not know (also the shape of Nango's query errors). */
 export function unrecognizedKeysIssue(keys: string[]): ValidationIssue {
-  const quoted = keys.map((key) => JSON.stringify(key)).join(', ');
+  // zod quotes each key as it is, without escaping (util.stringifyPrimitive): `"a\"b"`, not JSON.
+  const quoted = keys.map((key) => `"${key}"`).join(', ');
   return {
     code: 'unrecognized_keys',
     message: `Unrecognized key${keys.length > 1 ? 's' : ''}: ${quoted}`,
@@ -100,7 +101,11 @@ function toNangoIssues(
       });
       continue;
     }
-    for (const error of own) {
+    // zod runs a string's checks in the order they are declared (Nango: `.regex(…).max(255)`), and the
+    // schema declares its keywords in that order; ajv reports maxLength before pattern.
+    const declared = Object.keys(property);
+    const inDeclaredOrder = own.toSorted((a, b) => declared.indexOf(a.keyword) - declared.indexOf(b.keyword));
+    for (const error of inDeclaredOrder) {
       if (error.keyword === 'pattern') {
         issues.push({
           code: 'invalid_format',

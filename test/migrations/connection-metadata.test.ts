@@ -1,8 +1,10 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createConnectionMetadataMigration } from '../../src/migrations/connection-metadata.js';
 import type { LegacyRequest } from '../../src/migrations/migration.js';
 import { compileOperations, type OperationValidators } from '../../src/openapi.js';
 import { type CaptureEntry, loadCaptures, substituteKeys } from '../support/captures.js';
+import { metadataBodyErrors } from '../support/fake-nango.js';
 import { OPENAPI } from '../support/shim.js';
 
 const operations = compileOperations(OPENAPI);
@@ -126,5 +128,60 @@ describe('the legacy response schema', () => {
       expect(validators.validateResponse(entry.response?.status ?? 0, entry.response?.json)).toBe(true);
     }
     expect(patch.validateResponse(200, { connection_id: 'c', provider_config_key: 'k' })).toBe(false);
+  });
+});
+
+describe('the body schema, against Nango own zod 4.0.5 schema', () => {
+  const VALID = { connection_id: 'conn-1', provider_config_key: 'unauth', metadata: { a: 1 } };
+  const field = fc.constantFrom('connection_id', 'provider_config_key', 'metadata');
+  // Strings that break the patterns, the length or both (the pattern before the length, as zod checks them).
+  const text = fc.oneof(
+    fc.string({ maxLength: 300 }),
+    fc.integer({ min: 0, max: 400 }).map((length) => 'a'.repeat(length)),
+    fc.integer({ min: 250, max: 300 }).map((length) => '!'.repeat(length)),
+  );
+  const value = fc.oneof(
+    text,
+    fc.jsonValue({ maxDepth: 2 }),
+    fc.array(fc.oneof(text, fc.integer()), { maxLength: 3 }),
+  );
+  const body = fc
+    .array(
+      fc.oneof(
+        field.map((key) => ({ key, drop: true as const })),
+        fc.tuple(fc.oneof(field, fc.string({ maxLength: 8 })), value).map(([key, set]) => ({ key, set })),
+      ),
+      { minLength: 1, maxLength: 3 },
+    )
+    .map((changes) => {
+      const changed: Record<string, unknown> = { ...VALID };
+      for (const change of changes) {
+        if ('drop' in change) delete changed[change.key];
+        else changed[change.key] = change.set;
+      }
+      return changed;
+    });
+
+  it('gives the same issues, in the same order, for any near-valid body', () => {
+    fc.assert(
+      fc.property(body, (candidate) => {
+        expect(patch.validateBody(candidate)).toEqual(metadataBodyErrors(candidate));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('lists a string that breaks both the pattern and the length as zod does: the pattern first', () => {
+    const both = { ...VALID, provider_config_key: '!'.repeat(300) };
+    expect(patch.validateBody(both)?.map((issue) => issue.code)).toEqual(['invalid_format', 'too_big']);
+    expect(patch.validateBody(both)).toEqual(metadataBodyErrors(both));
+  });
+
+  it('quotes unknown keys as zod does, without escaping them', () => {
+    const extra = { ...VALID, 'a"b\\': 1 };
+    expect(patch.validateBody(extra)).toEqual([
+      { code: 'unrecognized_keys', message: 'Unrecognized key: "a"b\\"', path: [] },
+    ]);
+    expect(patch.validateBody(extra)).toEqual(metadataBodyErrors(extra));
   });
 });

@@ -422,6 +422,12 @@ const postIntegrationBodySchema = z
   })
   .strict();
 
+/** The `errors` Nango gives a body on `/connection(s)/metadata`, or null when its schema accepts it. */
+export function metadataBodyErrors(body: unknown): ReturnType<typeof toValidationErrors> | null {
+  const parsed = metadataBodySchema.safeParse(body);
+  return parsed.success ? null : toValidationErrors(parsed.error);
+}
+
 function toValidationErrors(error: z.ZodError) {
   return error.issues.map(({ code, message, path }) => ({ code, message, path: path.map(String) }));
 }

@@ -82,8 +82,9 @@ export function createAdminApp({ configs, logger, metrics, ledger, isDraining }:
     res.json(report);
   });
   app.get('/admin/config', function activeConfig(_req, res) {
-    const { config, version } = configs.current;
-    res.json({ version, config: redactConfig(config) });
+    // What is in effect; a loaded change to a restart-only key is named in `pendingRestart`, not shown.
+    const { config, version, pendingRestart } = configs.current;
+    res.json({ version, config: redactConfig(config), pendingRestart });
   });
 
   app.use(function notFound(req: Request, res: Response) {

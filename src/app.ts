@@ -235,6 +235,7 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
     // RFC 9745 §2 / RFC 8594 §3: every answer of a deprecated route says so, errors and 429s included.
     applyDeprecationHeaders(res, route);
     const run = () => {
+      // The body limit is reloadable: each request keeps the one of the config it started under.
       perform(req, res, migration, params, decision, config.server.bodyLimitBytes, outcome).catch(
         (error: unknown) => {
           outcome.action = 'failed';

@@ -79,7 +79,31 @@ export interface Config {
 export interface ActiveConfig {
   config: Readonly<Config>;
   version: string;
+  /**
+   * Restart-only keys (RESTART_ONLY_KEYS) whose loaded value differs from the one in effect: `config` keeps
+   * the value in effect, the loaded one applies after a restart. Empty for a config just parsed.
+   */
+  pendingRestart: readonly string[];
 }
+
+/**
+ * Keys read once at start-up (listeners, the upstream's socket pools, stores, the ledger's timer): a reload
+ * keeps the values in effect and lists a change to them as pending. Everything else, `server.bodyLimitBytes`
+ * included (read per request), follows a reload.
+ */
+export const RESTART_ONLY_KEYS: readonly string[] = [
+  'upstream',
+  'server.host',
+  'server.port',
+  'server.shutdownGraceMs',
+  'server.headersTimeoutMs',
+  'server.requestTimeoutMs',
+  'server.keepAliveTimeoutMs',
+  'admin',
+  'dataDir',
+  'redisUrl',
+  'ledger.flushIntervalMs',
+];
 
 export class ConfigError extends Error {
   readonly problems: string[];
@@ -379,7 +403,39 @@ export function parseConfig(layers: unknown[], env: Record<string, string | unde
   const problems = checkSemantics(merged);
   if (problems.length > 0) throw new ConfigError(problems);
   const config = deepFreeze(merged);
-  return { config, version: configVersion(config) };
+  return { config, version: configVersion(config), pendingRestart: [] };
+}
+
+function valueAt(config: Config, key: string): unknown {
+  let node: unknown = config;
+  for (const part of key.split('.')) node = isPlainObject(node) ? node[part] : undefined;
+  return node;
+}
+
+/** The leaf keys under `key` whose values differ between `a` and `b`. */
+function changedKeys(key: string, a: unknown, b: unknown): string[] {
+  if (isPlainObject(a) && isPlainObject(b)) {
+    const names = [...new Set([...Object.keys(a), ...Object.keys(b)])];
+    return names.flatMap((name) => changedKeys(`${key}.${name}`, a[name], b[name]));
+  }
+  return JSON.stringify(a) === JSON.stringify(b) ? [] : [key];
+}
+
+/**
+ * Pure: what a reload puts in effect. The loaded config, except that every restart-only key keeps its value
+ * in `running`; the keys that differ are listed in `pendingRestart` (names only, never values: one may be
+ * the admin token).
+ */
+export function keepRestartOnly(loaded: ActiveConfig, running: Config): ActiveConfig {
+  const pendingRestart = RESTART_ONLY_KEYS.flatMap((key) =>
+    changedKeys(key, valueAt(running, key), valueAt(loaded.config, key)),
+  );
+  if (pendingRestart.length === 0) return loaded;
+  const merged = structuredClone(loaded.config) as Config & Record<string, unknown>;
+  for (const key of RESTART_ONLY_KEYS)
+    setPath(merged, key.split('.'), structuredClone(valueAt(running, key)));
+  const config = deepFreeze(merged as Config);
+  return { config, version: configVersion(config), pendingRestart };
 }
 
 function readJsonFile(file: string | URL, label: string): unknown {

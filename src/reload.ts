@@ -2,10 +2,7 @@ import { type FSWatcher, watch } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { ConfigHolder } from './app.js';
-import { type ActiveConfig, type Config, ConfigError } from './config.js';
-
-/** Sections read once at start-up (sockets, listeners, stores): a change is logged and needs a restart. */
-const RESTART_ONLY: ReadonlyArray<keyof Config> = ['upstream', 'server', 'admin', 'dataDir', 'redisUrl'];
+import { type ActiveConfig, ConfigError, keepRestartOnly } from './config.js';
 
 export interface ConfigReloader {
   /** Loads, validates and swaps in the configuration; false (old one kept) when it is refused. */
@@ -23,10 +20,13 @@ export interface ReloaderOptions {
 }
 
 export function createConfigReloader({ configs, load, logger, onApplied }: ReloaderOptions): ConfigReloader {
+  // The version of the last config loaded, which differs from the one in effect while a restart is pending.
+  let loadedVersion = configs.current.version;
+
   function reload(reason: string): boolean {
-    let next: ActiveConfig;
+    let loaded: ActiveConfig;
     try {
-      next = load();
+      loaded = load();
     } catch (error) {
       const problems = error instanceof ConfigError ? error.problems : [(error as Error).message];
       logger.error({ reason, problems, version: configs.current.version }, 'config reload refused');
@@ -34,20 +34,20 @@ export function createConfigReloader({ configs, load, logger, onApplied }: Reloa
       logger.flush();
       return false;
     }
-    if (next.version === configs.current.version) {
-      logger.debug({ reason, version: next.version }, 'config unchanged');
+    if (loaded.version === loadedVersion) {
+      logger.debug({ reason, version: loaded.version }, 'config unchanged');
       return true;
     }
+    loadedVersion = loaded.version;
     const previous = configs.current;
-    const restartNeeded = RESTART_ONLY.filter(
-      (key) => JSON.stringify(previous.config[key]) !== JSON.stringify(next.config[key]),
-    );
+    // Restart-only keys keep the values in effect, so every reader (and /admin/config) sees what applies.
+    const next = keepRestartOnly(loaded, previous.config);
     // One assignment: a request reads `configs.current` once, so it sees the old or the new, never a mix.
     configs.current = next;
     onApplied?.(next);
     logger.info({ reason, version: next.version, previous: previous.version }, 'config active');
-    if (restartNeeded.length > 0) {
-      logger.warn({ sections: restartNeeded }, 'config sections changed that apply only after a restart');
+    if (next.pendingRestart.length > 0) {
+      logger.warn({ keys: next.pendingRestart }, 'config sections changed that apply only after a restart');
     }
     logger.flush();
     return true;

@@ -5,6 +5,7 @@ import { parseConfig } from '../src/config.js';
 import { summarizeLedger } from '../src/ledger.js';
 import { createLogger } from '../src/logger.js';
 import { createMetrics } from '../src/metrics.js';
+import { createConfigReloader } from '../src/reload.js';
 import { DEFAULTS } from './support/shim.js';
 
 const TOKEN = 'an-admin-token-of-some-length';
@@ -61,10 +62,53 @@ describe('the admin app', () => {
       .set('authorization', `Bearer ${TOKEN}`)
       .expect(200);
     expect(response.body.version).toMatch(/^[0-9a-f]{12}$/);
+    expect(response.body.pendingRestart).toEqual([]);
     expect(response.body.config.admin.token).toBe('[set]');
     expect(response.body.config.redisUrl).toBe('[set]');
     expect(response.text).not.toContain(TOKEN);
     expect(response.text).not.toContain('hunter2');
+  });
+
+  it('shows what is in effect after a reload, and names the restart-only changes still pending', async () => {
+    const configs = { current: parseConfig([DEFAULTS, { admin: { token: TOKEN } }]) };
+    const logger = createLogger('silent');
+    const app = createAdminApp({
+      configs,
+      logger,
+      metrics: createMetrics({ configs }),
+      ledger: { report: async () => summarizeLedger([], { now: 0, quietPeriodDays: 30, consumers: {} }) },
+      isDraining: () => false,
+    });
+    const newToken = 'a-new-admin-token-not-yet-in-effect';
+    const reloader = createConfigReloader({
+      configs,
+      logger,
+      load: () =>
+        parseConfig([
+          DEFAULTS,
+          {
+            admin: { token: newToken },
+            upstream: { timeoutMs: 1234 },
+            server: { port: 9999, bodyLimitBytes: 10 },
+            routes: { 'connection-metadata': { stage: 'gone' } },
+          },
+        ]),
+    });
+    expect(reloader.reload('test')).toBe(true);
+
+    // The admin listener still wants the token it started with: the new one applies after a restart.
+    await request(app).get('/admin/config').set('authorization', `Bearer ${newToken}`).expect(401);
+    const response = await request(app)
+      .get('/admin/config')
+      .set('authorization', `Bearer ${TOKEN}`)
+      .expect(200);
+    expect(response.body.config.upstream.timeoutMs).toBe(DEFAULTS.upstream.timeoutMs);
+    expect(response.body.config.server.port).toBe(DEFAULTS.server.port);
+    expect(response.body.config.server.bodyLimitBytes).toBe(10);
+    expect(response.body.config.routes['connection-metadata'].stage).toBe('gone');
+    expect(response.body.pendingRestart).toEqual(['upstream.timeoutMs', 'server.port', 'admin.token']);
+    expect(response.body.version).toBe(configs.current.version);
+    expect(response.text).not.toContain(newToken);
   });
 
   it('requires the token on every path but the health checks when one is set', async () => {

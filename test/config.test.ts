@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, parseConfig, redactConfig } from '../src/config.js';
+import { ConfigError, keepRestartOnly, loadConfig, parseConfig, redactConfig } from '../src/config.js';
 
 const defaults = JSON.parse(readFileSync(new URL('../config/default.json', import.meta.url), 'utf8'));
 
@@ -101,6 +101,51 @@ describe('loadConfig', () => {
     expect(problemsOf(() => loadConfig({ SHIM_CONFIG: '/nonexistent/shim.json' }))).toEqual([
       'SHIM_CONFIG (/nonexistent/shim.json): cannot be read (ENOENT)',
     ]);
+  });
+});
+
+describe('keepRestartOnly', () => {
+  it('keeps the restart-only values in effect and names the ones that changed', () => {
+    const running = parseConfig([defaults]);
+    const loaded = parseConfig([
+      defaults,
+      {
+        upstream: { url: 'https://api.nango.dev' },
+        server: { port: 9999, bodyLimitBytes: 10 },
+        admin: { token: 'a-new-admin-token-nobody-knows' },
+        ledger: { flushIntervalMs: 50 },
+        routes: { 'connection-metadata': { stage: 'gone' } },
+      },
+    ]);
+    const next = keepRestartOnly(loaded, running.config);
+    expect(next.config.upstream).toEqual(running.config.upstream);
+    expect(next.config.server.port).toBe(8080);
+    expect(next.config.admin.token).toBeNull();
+    expect(next.config.ledger.flushIntervalMs).toBe(running.config.ledger.flushIntervalMs);
+    // Read per request: these follow the reload.
+    expect(next.config.server.bodyLimitBytes).toBe(10);
+    expect(next.config.routes['connection-metadata'].stage).toBe('gone');
+    expect(next.pendingRestart).toEqual([
+      'upstream.url',
+      'server.port',
+      'admin.token',
+      'ledger.flushIntervalMs',
+    ]);
+    expect(JSON.stringify(next)).not.toContain('a-new-admin-token-nobody-knows');
+    expect(Object.isFrozen(next.config.server)).toBe(true);
+    expect(next.version).toBe(
+      parseConfig([
+        defaults,
+        { server: { bodyLimitBytes: 10 }, routes: { 'connection-metadata': { stage: 'gone' } } },
+      ]).version,
+    );
+  });
+
+  it('gives the loaded config itself when no restart-only key changed', () => {
+    const running = parseConfig([defaults]);
+    const loaded = parseConfig([defaults, { server: { bodyLimitBytes: 10 } }]);
+    expect(keepRestartOnly(loaded, running.config)).toBe(loaded);
+    expect(loaded.pendingRestart).toEqual([]);
   });
 });
 

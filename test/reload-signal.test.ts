@@ -98,4 +98,34 @@ describe('the cutover is a config change', () => {
     );
     expect((await patchLegacy(shim.url)).status).toBe(410);
   });
+
+  it('applies a new server.bodyLimitBytes at once and keeps a restart-only change pending, as it logs', async () => {
+    const fake = track(await startFakeNango({ legacyRoutes: false }));
+    const file = writeConfigFile({ routes: { 'connection-metadata': { stage: 'translate' } } });
+    const shim = track(await startChildShim({ SHIM_CONFIG: file, SHIM_UPSTREAM_URL: fake.url }));
+    expect((await patchLegacy(shim.url)).status).toBe(200);
+    writeFileSync(
+      file,
+      JSON.stringify({
+        routes: { 'connection-metadata': { stage: 'translate' } },
+        server: { bodyLimitBytes: 10 },
+        upstream: { timeoutMs: 1234 },
+      }),
+    );
+    // The body limit is read per request: the next call is held to it.
+    await expect.poll(async () => (await patchLegacy(shim.url)).status, { timeout: 5_000 }).toBe(413);
+    await expect
+      .poll(() =>
+        shim.lines.find((line) => line.msg === 'config sections changed that apply only after a restart'),
+      )
+      .toMatchObject({ keys: ['upstream.timeoutMs'] });
+    const adminLine = shim.lines.find((line) => line.msg === 'admin listening') as { port: number };
+    const shown = (await (await fetch(`http://127.0.0.1:${adminLine.port}/admin/config`)).json()) as {
+      config: { upstream: { timeoutMs: number }; server: { bodyLimitBytes: number } };
+      pendingRestart: string[];
+    };
+    expect(shown.config.upstream.timeoutMs).toBe(30_000);
+    expect(shown.config.server.bodyLimitBytes).toBe(10);
+    expect(shown.pendingRestart).toEqual(['upstream.timeoutMs']);
+  });
 });

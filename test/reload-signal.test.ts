@@ -1,7 +1,10 @@
-import { mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
+import { createLogger } from '../src/logger.js';
+import { createConfigReloader } from '../src/reload.js';
 import { type CaptureReply, sendCapture } from './support/captures.js';
 import { type ChildShim, startChildShim, writeConfigFile } from './support/child-shim.js';
 import { closedAfterEach } from './support/cleanup.js';
@@ -25,8 +28,8 @@ describe('the cutover is a config change', () => {
   it('moves from gone to translate on SIGHUP with no restart and no failed request', async () => {
     const fake = track(await startFakeNango({ legacyRoutes: false }));
     const file = writeConfigFile({ routes: { 'connection-metadata': { stage: 'gone' } } });
-    // SHIM_CONFIG is a link in a folder of its own: editing the target does not wake the file watcher,
-    // so only SIGHUP can make this reload.
+    // The file watcher waits for the folder to be quiet (100 ms) before it reads: the signal, sent at once,
+    // reloads first, and the watcher then finds that version already active.
     const link = join(mkdtempSync(join(tmpdir(), 'nango-shim-link-')), 'shim.json');
     symlinkSync(file, link);
     const shim = track(await startChildShim({ SHIM_CONFIG: link, SHIM_UPSTREAM_URL: fake.url }));
@@ -127,5 +130,97 @@ describe('the cutover is a config change', () => {
     expect(shown.config.upstream.timeoutMs).toBe(30_000);
     expect(shown.config.server.bodyLimitBytes).toBe(10);
     expect(shown.pendingRestart).toEqual(['upstream.timeoutMs']);
+  });
+});
+
+/** A Kubernetes ConfigMap volume: `<dir>/shim.json -> ..data/shim.json`, `..data -> ..<version>`. */
+function configMapVolume(content: unknown): { dir: string; file: string; update(content: unknown): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'nango-shim-configmap-'));
+  let version = 0;
+  let current: string | undefined;
+  function publish(next: unknown): string {
+    version += 1;
+    const folder = `..2026_01_20_00_00_0${version}.${process.pid}`;
+    mkdirSync(join(dir, folder));
+    writeFileSync(join(dir, folder, 'shim.json'), JSON.stringify(next));
+    return folder;
+  }
+  current = publish(content);
+  symlinkSync(current, join(dir, '..data'));
+  symlinkSync('..data/shim.json', join(dir, 'shim.json'));
+  return {
+    dir,
+    file: join(dir, 'shim.json'),
+    // What kubelet does: a new folder, a new link beside `..data`, renamed over it at once, the old folder removed.
+    update(next) {
+      const folder = publish(next);
+      symlinkSync(folder, join(dir, '..data_tmp'));
+      renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
+      rmSync(join(dir, current as string), { recursive: true });
+      current = folder;
+    },
+  };
+}
+
+describe('the config file watcher', () => {
+  it('reloads when a ConfigMap volume swaps its ..data link, again and again', async () => {
+    const fake = track(await startFakeNango({ legacyRoutes: false }));
+    const volume = configMapVolume({ routes: { 'connection-metadata': { stage: 'translate' } } });
+    const shim = track(await startChildShim({ SHIM_CONFIG: volume.file, SHIM_UPSTREAM_URL: fake.url }));
+    expect((await patchLegacy(shim.url)).status).toBe(200);
+
+    volume.update({ routes: { 'connection-metadata': { stage: 'gone' } } });
+    await expect.poll(async () => (await patchLegacy(shim.url)).status, { timeout: 5_000 }).toBe(410);
+    volume.update({ routes: { 'connection-metadata': { stage: 'translate' } } });
+    await expect.poll(async () => (await patchLegacy(shim.url)).status, { timeout: 5_000 }).toBe(200);
+
+    const activations = shim.lines.filter((line) => line.msg === 'config active');
+    expect(activations.map((line) => line.reason)).toEqual(['start', 'file changed', 'file changed']);
+    expect(shim.lines.some((line) => line.msg === 'config reload refused')).toBe(false);
+    expect(shim.child.exitCode).toBeNull();
+  });
+
+  function watchInProcess(file: string) {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger('debug', { write: (line: string) => lines.push(JSON.parse(line)) } as never);
+    const load = () => loadConfig({ SHIM_CONFIG: file });
+    const configs = { current: load() };
+    const reloader = createConfigReloader({ configs, load, logger });
+    const stop = reloader.watchFile(file);
+    return { configs, lines, stop, stage: () => configs.current.config.routes['connection-metadata'].stage };
+  }
+
+  it('reloads when the file a link points to is edited in place', async () => {
+    const target = writeConfigFile({ routes: { 'connection-metadata': { stage: 'translate' } } });
+    const link = join(mkdtempSync(join(tmpdir(), 'nango-shim-link-')), 'shim.json');
+    symlinkSync(target, link);
+    const watched = watchInProcess(link);
+    try {
+      writeFileSync(target, JSON.stringify({ routes: { 'connection-metadata': { stage: 'gone' } } }));
+      await expect.poll(watched.stage, { timeout: 5_000 }).toBe('gone');
+    } finally {
+      watched.stop();
+    }
+  });
+
+  it('waits out a file missing mid-swap without refusing, then loads what replaces it', async () => {
+    const file = writeConfigFile({ routes: { 'connection-metadata': { stage: 'translate' } } });
+    const watched = watchInProcess(file);
+    try {
+      const before = watched.configs.current;
+      unlinkSync(file);
+      await expect
+        .poll(() => watched.lines.some((line) => line.msg === 'config file missing'), { timeout: 5_000 })
+        .toBe(true);
+      expect(watched.configs.current).toBe(before);
+      // An editor's save: a temporary file renamed over the name.
+      writeFileSync(`${file}.tmp`, JSON.stringify({ routes: { 'connection-metadata': { stage: 'gone' } } }));
+      renameSync(`${file}.tmp`, file);
+      await expect.poll(watched.stage, { timeout: 5_000 }).toBe('gone');
+      expect(watched.lines.filter((line) => line.msg === 'config reload refused')).toEqual([]);
+      expect(watched.lines.filter((line) => line.msg === 'config active')).toHaveLength(1);
+    } finally {
+      watched.stop();
+    }
   });
 });

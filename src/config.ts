@@ -341,18 +341,61 @@ function describeAjvError(error: ErrorObject, envNames: Map<string, string>): st
     path = [path, error.params.additionalProperty].filter(Boolean).join('.');
     return `${path}: unknown key`;
   }
+  return `${fieldName(path, envNames)}: ${error.message ?? 'is invalid'}`;
+}
+
+/** A config key as a problem names it, with the variable it came from: `redisUrl (from SHIM_REDIS_URL)`. */
+function fieldName(path: string, envNames: Map<string, string>): string {
   const env = envNames.get(path);
-  return `${path || '(root)'}${env ? ` (from ${env})` : ''}: ${error.message ?? 'is invalid'}`;
+  return `${path || '(root)'}${env ? ` (from ${env})` : ''}`;
+}
+
+/** What a "/", "#", "?" or "@" in a URL's password must be written as. */
+const PASSWORD_ESCAPES = 'a "/", "#", "?" or "@" in a password is written %2F, %23, %3F, %40';
+
+/**
+ * Why the Redis client could not use this URL, described without quoting it: it usually holds the password.
+ * Unchecked, `new URL()` in redis.ts threw at start-up with the URL attached, and Node printed it on stderr.
+ * The database is the path, as node-redis reads it (`/2`); a unix socket URL is read as redisClientOptions
+ * reads it (`?db=2`).
+ */
+function redisUrlProblem(value: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return `is not a valid URL (${PASSWORD_ESCAPES}; the port is a number)`;
+  }
+  if (url.hash !== '') return `is not a valid URL: it has a "#" (${PASSWORD_ESCAPES})`;
+  try {
+    decodeURIComponent(url.username);
+    decodeURIComponent(url.password);
+    decodeURIComponent(url.pathname);
+  } catch {
+    return 'is not a valid URL: a "%" starts no valid percent-escape';
+  }
+  if (url.protocol === 'redis:' || url.protocol === 'rediss:') {
+    if (!/^(\/\d*)?$/.test(url.pathname))
+      return 'the path must be a database number, as in redis://host:6379/0';
+    return undefined;
+  }
+  const database = url.searchParams.get('db');
+  if (database !== null && !/^\d+$/.test(database)) return '?db= must be a database number';
+  return undefined;
 }
 
 /** What JSON schema cannot say: cross-field rules. */
-function checkSemantics(config: Config): string[] {
+function checkSemantics(config: Config, envNames: Map<string, string>): string[] {
   const problems: string[] = [];
   try {
     new URL(config.upstream.url);
   } catch {
-    problems.push('upstream.url: must be an absolute http(s) URL');
+    problems.push(
+      `${fieldName('upstream.url', envNames)}: must be an absolute http(s) URL (${PASSWORD_ESCAPES})`,
+    );
   }
+  const redisProblem = config.redisUrl === null ? undefined : redisUrlProblem(config.redisUrl);
+  if (redisProblem !== undefined) problems.push(`${fieldName('redisUrl', envNames)}: ${redisProblem}`);
   for (const id of ROUTE_IDS) {
     const route = config.routes[id];
     // RFC 8594 §3: a resource is deprecated before it sunsets; the reverse is a configuration mistake.
@@ -400,7 +443,7 @@ export function parseConfig(layers: unknown[], env: Record<string, string | unde
     const problems = (validateConfigShape.errors ?? []).map((error) => describeAjvError(error, envNames));
     throw new ConfigError([...new Set(problems)]);
   }
-  const problems = checkSemantics(merged);
+  const problems = checkSemantics(merged, envNames);
   if (problems.length > 0) throw new ConfigError(problems);
   const config = deepFreeze(merged);
   return { config, version: configVersion(config), pendingRestart: [] };

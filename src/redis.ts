@@ -35,7 +35,14 @@ export interface RedisConnectionOptions {
  * `unix:///path/to/redis.sock` (also `redis+unix://`), with `?password=…&username=…&db=…` as redis-py reads it.
  */
 export function redisClientOptions(url: string): RedisClientOptions {
-  const parsed = new URL(url);
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    // The configuration refuses such a URL first; were one to get here, `new URL()`'s own error carries it,
+    // password and all, as `input`, and Node prints that on a crash.
+    throw new TypeError('the Redis URL is not a valid URL');
+  }
   if (parsed.protocol !== 'unix:' && parsed.protocol !== 'redis+unix:') return { url };
   const options: RedisClientOptions = { socket: { path: decodeURIComponent(parsed.pathname), tls: false } };
   const { searchParams } = parsed;

@@ -72,6 +72,32 @@ describe('parseConfig', () => {
     );
   });
 
+  it('refuses a Redis URL the client cannot read, naming the field, never the URL or its password', () => {
+    for (const url of [
+      'redis://:hunter2/pw@127.0.0.1:6379',
+      'redis://:hunter2#pw@127.0.0.1:6379',
+      'redis://:hunter2@127.0.0.1:99999',
+      'redis://:hunter2@127.0.0.1:6379/db-hunter2',
+      'redis://:hunter2%zz@127.0.0.1:6379',
+      'unix:///run/redis.sock?password=hunter2&db=hunter2',
+    ]) {
+      const problems = problemsOf(() => parseConfig([defaults], { SHIM_REDIS_URL: url }));
+      expect(problems, url).toEqual([expect.stringMatching(/^redisUrl \(from SHIM_REDIS_URL\): \S/)]);
+      expect(problems.join('\n'), url).not.toContain('hunter2');
+    }
+    expect(problemsOf(() => parseConfig([defaults, { redisUrl: 'redis://:hunter2/pw@h:6379' }]))).toEqual([
+      expect.stringMatching(/^redisUrl: is not a valid URL \(.*%2F/),
+    ]);
+  });
+
+  it('refuses an upstream URL that does not parse without quoting it', () => {
+    const problems = problemsOf(() =>
+      parseConfig([defaults], { SHIM_UPSTREAM_URL: 'https://user:hunter2/pw@nango.internal' }),
+    );
+    expect(problems).toEqual([expect.stringMatching(/^upstream\.url \(from SHIM_UPSTREAM_URL\): must be/)]);
+    expect(problems.join('\n')).not.toContain('hunter2');
+  });
+
   it('refuses a duration longer than a Node timer holds, which would fire after 1 ms', () => {
     expect(
       parseConfig([defaults], { SHIM_UPSTREAM_TIMEOUT_MS: '2147483647' }).config.upstream.timeoutMs,

@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config.js';
 import { redisClientOptions } from '../src/redis.js';
@@ -20,6 +21,18 @@ describe('redisClientOptions', () => {
       password: 's@cret',
       database: 3,
     });
+  });
+
+  // `new URL()`'s own error carries its input, which Node prints with the error on a crash.
+  it('throws an error that does not carry the URL when it does not parse', () => {
+    let thrown: unknown;
+    try {
+      redisClientOptions('redis://:hunter2/pw@redis.internal:6379');
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(TypeError);
+    expect(inspect(thrown)).not.toContain('hunter2');
   });
 
   it('is accepted by the configuration in every form', () => {

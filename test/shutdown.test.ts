@@ -232,6 +232,9 @@ describe('a bad configuration', () => {
     ['SHIM_PORT', 'notaport', 'server.port'],
     ['SHIM_UPSTREAM_URL', 'ftp://127.0.0.1:21', 'upstream.url'],
     ['SHIM_UPSTREAM_TIMEOUT_MS', '-5', 'upstream.timeoutMs'],
+    // An unencoded "/" in the password: `new URL()` threw with the URL, and Node printed it on stderr.
+    ['SHIM_REDIS_URL', 'redis://:hunter2/pw@127.0.0.1:6379', 'redisUrl'],
+    ['SHIM_UPSTREAM_URL', 'https://user:hunter2/pw@127.0.0.1', 'upstream.url'],
   ])('%s=%s stops the shim before it listens, naming the field', async (name, value, field) => {
     const env: Record<string, string> = { SHIM_PORT: '0', SHIM_UPSTREAM_URL: 'http://127.0.0.1:1' };
     env[name] = value;
@@ -248,5 +251,8 @@ describe('a bad configuration', () => {
     expect(report.msg).toBe('invalid configuration');
     expect(report.problems?.join('\n')).toContain(field);
     expect(report.problems?.join('\n')).toContain(name);
+    // The value is not echoed: it may hold a password.
+    expect(stdout + stderr).not.toContain(value);
+    expect(stdout + stderr).not.toContain('hunter2');
   });
 });

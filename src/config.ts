@@ -490,9 +490,122 @@ function readJsonFile(file: string | URL, label: string): unknown {
   }
   try {
     return JSON.parse(text);
-  } catch (error) {
-    throw new ConfigError([`${label}: is not valid JSON (${(error as Error).message})`]);
+  } catch {
+    throw new ConfigError([`${label}: is not valid JSON${whereJsonStops(text)}`]);
   }
+}
+
+/** Thrown by jsonErrorOffset's walk where the text stops being JSON. */
+class JsonStop {
+  constructor(readonly offset: number) {}
+}
+
+/**
+ * The offset where a text JSON.parse refused stops being JSON (RFC 8259), or undefined if it cannot tell.
+ * JSON.parse's own message is never shown: V8 quotes the text around an unexpected token and names no
+ * position for it (`Unexpected token 'Z', ..."{"token": Zq8xV3pLm2"... is not valid JSON`, Node 20 to 24),
+ * so an admin token whose quotes were forgotten reached the log. The text is walked again instead, only
+ * after JSON.parse has refused it.
+ */
+export function jsonErrorOffset(text: string): number | undefined {
+  let at = 0;
+  const stop = (): never => {
+    throw new JsonStop(at);
+  };
+  const space = () => {
+    while (at < text.length && ' \t\n\r'.includes(text.charAt(at))) at++;
+  };
+  const expect = (char: string) => {
+    if (text.charAt(at) !== char) stop();
+    at++;
+  };
+  const isDigit = (char: string) => char >= '0' && char <= '9';
+  const digits = () => {
+    if (!isDigit(text.charAt(at))) stop();
+    while (isDigit(text.charAt(at))) at++;
+  };
+  const string = () => {
+    expect('"');
+    for (;;) {
+      const code = text.charCodeAt(at);
+      if (Number.isNaN(code) || code < 0x20) stop();
+      at++;
+      if (code === 0x22) return;
+      if (code !== 0x5c) continue;
+      const escaped = text.charAt(at);
+      if (escaped === 'u') {
+        at++;
+        for (let n = 0; n < 4; n++) {
+          if (!/^[0-9a-fA-F]$/.test(text.charAt(at))) stop();
+          at++;
+        }
+      } else if (escaped !== '' && '"\\/bfnrt'.includes(escaped)) at++;
+      else stop();
+    }
+  };
+  const value = (): void => {
+    space();
+    const char = text.charAt(at);
+    if (char === '{' || char === '[') {
+      const close = char === '{' ? '}' : ']';
+      at++;
+      space();
+      if (text.charAt(at) === close) {
+        at++;
+        return;
+      }
+      for (;;) {
+        if (close === '}') {
+          space();
+          string();
+          space();
+          expect(':');
+        }
+        value();
+        space();
+        if (text.charAt(at) !== ',') break;
+        at++;
+      }
+      expect(close);
+    } else if (char === '"') string();
+    else if (char === 't') for (const letter of 'true') expect(letter);
+    else if (char === 'f') for (const letter of 'false') expect(letter);
+    else if (char === 'n') for (const letter of 'null') expect(letter);
+    else if (char === '-' || isDigit(char)) {
+      if (char === '-') at++;
+      if (text.charAt(at) === '0') at++;
+      else digits();
+      if (text.charAt(at) === '.') {
+        at++;
+        digits();
+      }
+      if (text.charAt(at) === 'e' || text.charAt(at) === 'E') {
+        at++;
+        if (text.charAt(at) === '+' || text.charAt(at) === '-') at++;
+        digits();
+      }
+    } else stop();
+  };
+  try {
+    value();
+    space();
+    if (at < text.length) stop();
+    return undefined;
+  } catch (error) {
+    // Anything but a JsonStop (a stack overflow on very deep nesting) leaves the position unknown.
+    return error instanceof JsonStop ? error.offset : undefined;
+  }
+}
+
+/** ` (unexpected character at line 3, column 19)`: the position only, never the text around it. */
+function whereJsonStops(text: string): string {
+  const offset = jsonErrorOffset(text);
+  if (offset === undefined) return '';
+  const before = text.slice(0, offset);
+  const line = before.split('\n').length;
+  const column = offset - before.lastIndexOf('\n');
+  const what = offset >= text.length ? 'unexpected end' : 'unexpected character';
+  return ` (${what} at line ${line}, column ${column})`;
 }
 
 /** The I/O half: reads config/default.json and the file named by SHIM_CONFIG, then parses. */

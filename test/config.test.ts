@@ -1,6 +1,15 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, keepRestartOnly, loadConfig, parseConfig, redactConfig } from '../src/config.js';
+import {
+  ConfigError,
+  jsonErrorOffset,
+  keepRestartOnly,
+  loadConfig,
+  parseConfig,
+  redactConfig,
+} from '../src/config.js';
 
 const defaults = JSON.parse(readFileSync(new URL('../config/default.json', import.meta.url), 'utf8'));
 
@@ -174,6 +183,72 @@ describe('keepRestartOnly', () => {
     expect(loaded.pendingRestart).toEqual([]);
   });
 });
+
+describe('a SHIM_CONFIG file that is not JSON', () => {
+  const TOKEN = 'Zq8xV3pLm2Rt7Wk9Ys4N';
+
+  function problemsOfFile(text: string): string[] {
+    const file = join(mkdtempSync(join(tmpdir(), 'nango-shim-config-')), 'shim.json');
+    writeFileSync(file, text);
+    return problemsOf(() => loadConfig({ SHIM_CONFIG: file })).map((problem) =>
+      problem.replace(file, '<file>'),
+    );
+  }
+
+  // V8 quotes about ten characters around an unexpected token (Node 20, 22, 24): the token is never shown.
+  it('names the file and the position, never the text around it', () => {
+    expect(problemsOfFile(`{"admin":{"token": ${TOKEN}}}`)).toEqual([
+      'SHIM_CONFIG (<file>): is not valid JSON (unexpected character at line 1, column 20)',
+    ]);
+    expect(problemsOfFile(`{\n  "admin": {\n    "token": ${TOKEN}\n  }\n}`)).toEqual([
+      'SHIM_CONFIG (<file>): is not valid JSON (unexpected character at line 3, column 14)',
+    ]);
+    expect(problemsOfFile(`{"admin":{"token": "${TOKEN}"`)).toEqual([
+      'SHIM_CONFIG (<file>): is not valid JSON (unexpected end at line 1, column 42)',
+    ]);
+    for (const text of [
+      `{"admin":{"token": ${TOKEN}}}`,
+      `{"admin":{"token": t${TOKEN}}}`,
+      `{"admin":{"token": "${TOKEN}\u0001"}}`,
+      `{"admin":{"token": "${TOKEN}"}}}${TOKEN}`,
+      `[${TOKEN}]`,
+    ]) {
+      expect(problemsOfFile(text).join('\n'), text).not.toMatch(/Zq8|Wk9Ys4N/);
+    }
+  });
+
+  it('finds where JSON.parse stopped, at the offset V8 names when it names one', () => {
+    const cases: Array<[string, number]> = [
+      ['{"a":1,}', 7],
+      ['{"a" 1}', 5],
+      ['{"a":-x}', 6],
+      ['{"a":"\\q"}', 7],
+      ['{"a":"\\u12"}', 10],
+      ['{"a":"x\u0001"}', 7],
+      ['[01]', 2],
+      ['[1.]', 3],
+      ['{"a":[true,null,-0.5e+3]} x', 26],
+      ['{"a":tx}', 6],
+      ['', 0],
+      ['\ufeff{}', 0],
+    ];
+    for (const [text, offset] of cases) {
+      expect(jsonErrorOffset(text), text).toBe(offset);
+      const named = /at position (\d+)/.exec(catchMessage(() => JSON.parse(text)))?.[1];
+      if (named !== undefined) expect(Number(named), text).toBe(offset);
+    }
+    expect(jsonErrorOffset('{"a":[1,{"b":"\\u00e9"}]}')).toBeUndefined();
+  });
+});
+
+function catchMessage(run: () => unknown): string {
+  try {
+    run();
+  } catch (error) {
+    return (error as Error).message;
+  }
+  return '';
+}
 
 describe('redactConfig', () => {
   it('never shows the admin token or the Redis URL', () => {

@@ -109,6 +109,24 @@ describe('the cutover is a config change', () => {
     expect((await patchLegacy(shim.url)).status).toBe(410);
   });
 
+  it('refuses a file that is not JSON by its position, never quoting the admin token in it', async () => {
+    const fake = track(await startFakeNango({ legacyRoutes: false }));
+    const file = writeConfigFile({ routes: { 'connection-metadata': { stage: 'gone' } } });
+    const shim = track(await startChildShim({ SHIM_CONFIG: file, SHIM_UPSTREAM_URL: fake.url }));
+    // An operator forgets the quotes around the token; V8's JSON.parse message quoted the text around it.
+    writeFileSync(file, '{\n  "admin": {"token": Zq8xV3pLm2Rt7Wk9Ys4N}\n}');
+    shim.child.kill('SIGHUP');
+    await expect
+      .poll(() => shim.lines.find((line) => line.msg === 'config reload refused'), { timeout: 5_000 })
+      .toBeDefined();
+    const refusal = shim.lines.find((line) => line.msg === 'config reload refused');
+    expect(refusal?.problems).toEqual([
+      `SHIM_CONFIG (${file}): is not valid JSON (unexpected character at line 2, column 22)`,
+    ]);
+    expect(JSON.stringify(shim.lines)).not.toMatch(/Zq8|Wk9Ys4N/);
+    expect((await patchLegacy(shim.url)).status).toBe(410);
+  });
+
   it('applies a new server.bodyLimitBytes at once and keeps a restart-only change pending, as it logs', async () => {
     const fake = track(await startFakeNango({ legacyRoutes: false }));
     const file = writeConfigFile({ routes: { 'connection-metadata': { stage: 'translate' } } });

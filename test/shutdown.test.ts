@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -254,5 +254,23 @@ describe('a bad configuration', () => {
     // The value is not echoed: it may hold a password.
     expect(stdout + stderr).not.toContain(value);
     expect(stdout + stderr).not.toContain('hunter2');
+  });
+
+  it('names the position of a JSON error in the SHIM_CONFIG file, never the text around it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nango-shim-config-'));
+    const file = join(dir, 'shim.json');
+    // An operator forgot the quotes around the token: V8's message quotes the characters around it.
+    writeFileSync(file, '{"admin":{"token": Zq8xV3pLm2Rt7Wk9Ys4N}}');
+    try {
+      const { code, stdout, stderr } = await runRefusingShim({ SHIM_PORT: '0', SHIM_CONFIG: file });
+      expect(code).toBe(1);
+      const report = JSON.parse(stderr.trim().split('\n').at(-1) ?? '{}') as { problems?: string[] };
+      expect(report.problems).toEqual([
+        `SHIM_CONFIG (${file}): is not valid JSON (unexpected character at line 1, column 20)`,
+      ]);
+      expect(stdout + stderr).not.toMatch(/Zq8|Wk9Ys4N/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

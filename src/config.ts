@@ -616,10 +616,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   return parseConfig(layers, env);
 }
 
+/** An upstream URL with its user and password (`https://user:pass@host`) shown as `[set]`. */
+function withoutCredentials(value: string): string {
+  const url = new URL(value);
+  if (url.username === '' && url.password === '') return value;
+  return `${url.protocol}//[set]@${url.host}${url.pathname}${url.search}${url.hash}`;
+}
+
 /** The configuration as /admin/config shows it: secrets replaced by whether they are set. */
 export function redactConfig(config: Config): unknown {
   const copy = structuredClone(config) as Config & Record<string, unknown>;
   copy.admin = { ...copy.admin, token: copy.admin.token === null ? null : '[set]' };
+  copy.upstream = { ...copy.upstream, url: withoutCredentials(copy.upstream.url) };
   if (copy.redisUrl !== null) copy.redisUrl = '[set]';
   return copy;
 }

@@ -261,4 +261,17 @@ describe('redactConfig', () => {
     expect(shown).not.toContain('password');
     expect(shown).toContain('"token":"[set]"');
   });
+
+  it('never shows the user and password of an upstream URL, but still where it points', () => {
+    const { config } = parseConfig([defaults], {
+      SHIM_UPSTREAM_URL: 'https://shim-user:upstream-hunter2@nango.internal:8443/base?x=1',
+    });
+    const shown = redactConfig(config) as { upstream: { url: string } };
+    expect(JSON.stringify(shown)).not.toContain('hunter2');
+    expect(JSON.stringify(shown)).not.toContain('shim-user');
+    expect(shown.upstream.url).toBe('https://[set]@nango.internal:8443/base?x=1');
+    expect(config.upstream.url).toBe('https://shim-user:upstream-hunter2@nango.internal:8443/base?x=1');
+    const plain = parseConfig([defaults], { SHIM_UPSTREAM_URL: 'https://api.nango.dev' }).config;
+    expect((redactConfig(plain) as { upstream: { url: string } }).upstream.url).toBe('https://api.nango.dev');
+  });
 });

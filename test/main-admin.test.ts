@@ -54,4 +54,29 @@ describe('the entry point', () => {
     ]);
     expect(JSON.stringify(running.lines)).not.toContain(KEY);
   });
+
+  it('never shows the user and password of the upstream URL, in its logs or on /admin/config', async () => {
+    const upstream = track(await startEchoUpstream());
+    const running = track(
+      await startChildShim({
+        SHIM_UPSTREAM_URL: upstream.url.replace('http://', 'http://shim-user:upstream-hunter2@'),
+        SHIM_ADMIN_TOKEN: TOKEN,
+        SHIM_LOG_LEVEL: 'debug',
+      }),
+    );
+    await expect.poll(() => running.lines.find((line) => line.msg === 'admin listening')).toBeDefined();
+    const adminLine = running.lines.find((line) => line.msg === 'admin listening') as Record<string, unknown>;
+    const shown = (await (
+      await fetch(`http://127.0.0.1:${adminLine.port as number}/admin/config`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+      })
+    ).json()) as { config: { upstream: { url: string } } };
+    expect(shown.config.upstream.url).toBe(`${upstream.url.replace('http://', 'http://[set]@')}/`);
+    expect((await fetch(`${running.url}/providers`)).status).toBe(200);
+    expect(await running.stop()).toBe(0);
+    const written = JSON.stringify([running.lines, shown]);
+    expect(written).not.toContain('upstream-hunter2');
+    expect(written).not.toContain('shim-user');
+    expect(running.lines.find((line) => line.msg === 'shim listening')?.upstream).toBe(upstream.url);
+  });
 });

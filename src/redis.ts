@@ -1,7 +1,8 @@
+import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { createClient, type RedisClientOptions } from 'redis';
 
-/** A command that gets no answer in this time fails, so a hung Redis never holds a request. */
+/** A command that gets no answer in this time fails, so a hung Redis never holds a request (or a shutdown). */
 export const DEFAULT_COMMAND_TIMEOUT_MS = 2_000;
 const MAX_RECONNECT_DELAY_MS = 1_000;
 
@@ -12,7 +13,8 @@ const MAX_RECONNECT_DELAY_MS = 1_000;
 export interface RedisConnection {
   /**
    * Sends one command. While Redis is unreachable it rejects at once (no offline queue): callers buffer or
-   * fail open instead of waiting.
+   * fail open instead of waiting. Without an answer within `timeoutMs` it rejects then, and the connection is
+   * replaced.
    */
   sendCommand(args: string[], timeoutMs?: number): Promise<unknown>;
   readonly ready: boolean;
@@ -59,14 +61,23 @@ function reconnectDelay(retries: number): number {
   return Math.min(50 * 2 ** retries, MAX_RECONNECT_DELAY_MS);
 }
 
-/** Connects in the background: the shim serves whether or not Redis is there. */
+type Client = ReturnType<typeof createClient>;
+
+/**
+ * Connects in the background: the shim serves whether or not Redis is there.
+ *
+ * Every command has a deadline that holds until its answer arrives. node-redis's own `timeout` option stops
+ * once the command is written to the socket, so a Redis that accepts the bytes and never answers (a frozen
+ * process, a network path lost without a reset) would hold each command, and every one queued behind it, for
+ * as long as the TCP connection lives: minutes to forever.
+ */
 export function createRedisConnection({
   url,
   logger,
   reconnect = true,
 }: RedisConnectionOptions): RedisConnection {
   const base = redisClientOptions(url);
-  const client = createClient({
+  const options = {
     ...base,
     disableOfflineQueue: true,
     socket: {
@@ -74,28 +85,84 @@ export function createRedisConnection({
       connectTimeout: DEFAULT_COMMAND_TIMEOUT_MS,
       reconnectStrategy: reconnect ? reconnectDelay : false,
     },
-  } as RedisClientOptions);
+  } as RedisClientOptions;
   const listeners: Array<() => void> = [];
+  // `ready` and `failed` of whichever client is the current one, for `whenReady`.
+  const events = new EventEmitter();
+  const inFlight = new Set<Promise<unknown>>();
   let unavailable = false;
+  let closed = false;
 
-  // node-redis throws when nobody listens to `error`; one line per outage, not one per reconnect attempt.
-  client.on('error', (error: Error) => {
+  // One line per outage, not one per reconnect attempt or per failed command.
+  function reportUnavailable(reason: string): void {
     if (unavailable) return;
     unavailable = true;
-    logger.warn({ reason: error.message }, 'redis unavailable');
-  });
-  client.on('ready', () => {
-    if (unavailable) logger.info('redis available again');
-    unavailable = false;
-    for (const listener of listeners) listener();
-  });
-  client.connect().catch(() => {
-    // Reported through the `error` event; with `reconnect` the client keeps trying on its own.
-  });
+    logger.warn({ reason }, 'redis unavailable');
+  }
+
+  function open(): Client {
+    const fresh = createClient(options) as Client;
+    // node-redis throws when nobody listens to `error`, so a replaced client keeps this listener.
+    fresh.on('error', (error: Error) => {
+      if (fresh !== client) return;
+      reportUnavailable(error.message);
+      events.emit('failed', error);
+    });
+    fresh.on('ready', () => {
+      if (fresh !== client) return;
+      if (unavailable) logger.info('redis available again');
+      unavailable = false;
+      events.emit('ready');
+      for (const listener of listeners) listener();
+    });
+    fresh.connect().catch(() => {
+      // Reported through the `error` event; with `reconnect` the client keeps trying on its own.
+    });
+    return fresh;
+  }
+
+  let client = open();
+
+  /**
+   * A command sent on `stalled` got no answer in time: the connection is dropped and a new one opened, as
+   * redis-py does on a socket timeout, rather than kept while the late answers are awaited. Destroying it
+   * rejects everything queued on it at once, so however long Redis hangs nothing piles up in memory; the new
+   * client is not ready until Redis answers its handshake (CLIENT SETINFO), and until then every command is
+   * refused at once (no offline queue), so callers fail open or buffer without waiting. A new connection also
+   * finds a primary that failed over behind the same address, where the old one would wait for TCP to give up.
+   * The price of an answer that was only slow: a reconnect, and a ledger delta written again (at least once).
+   */
+  function replace(stalled: Client, timeoutMs: number): void {
+    if (stalled !== client) return;
+    reportUnavailable(`no answer in ${timeoutMs} ms`);
+    if (reconnect && !closed) client = open();
+    if (stalled.isOpen) stalled.destroy();
+  }
 
   return {
     sendCommand(args, timeoutMs = DEFAULT_COMMAND_TIMEOUT_MS) {
-      return client.sendCommand(args, { timeout: timeoutMs });
+      if (closed) return Promise.reject(new Error('redis connection closed'));
+      const sentOn = client;
+      const answer = new Promise<unknown>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(new Error(`redis gave no answer in ${timeoutMs} ms`));
+          replace(sentOn, timeoutMs);
+        }, timeoutMs);
+        sentOn.sendCommand(args).then(
+          (reply) => {
+            clearTimeout(timer);
+            resolve(reply);
+          },
+          (error: unknown) => {
+            clearTimeout(timer);
+            reject(error);
+          },
+        );
+      });
+      inFlight.add(answer);
+      const settled = () => inFlight.delete(answer);
+      answer.then(settled, settled);
+      return answer;
     },
     get ready() {
       return client.isReady;
@@ -109,24 +176,27 @@ export function createRedisConnection({
       return new Promise((resolve, reject) => {
         const settle = (error?: Error) => {
           clearTimeout(timer);
-          client.off('ready', onReady);
-          client.off('error', onError);
+          events.off('ready', onReady);
+          events.off('failed', onFailed);
           if (error) reject(error);
           else resolve();
         };
         const onReady = () => settle();
         // Without reconnection the first failure is final: say so at once.
-        const onError = (error: Error) => {
+        const onFailed = (error: Error) => {
           if (!reconnect) settle(new Error(`redis is not reachable (${error.message})`));
         };
         const timer = setTimeout(() => settle(new Error('redis is not reachable')), timeoutMs);
         timer.unref();
-        client.on('ready', onReady);
-        client.on('error', onError);
+        events.on('ready', onReady);
+        events.on('failed', onFailed);
       });
     },
     async close() {
-      // A clean close waits for the answers still due; without a connection there are none to wait for.
+      closed = true;
+      // A clean close waits for the answers still due; each comes within its deadline or the connection is
+      // dropped (and not reopened), so a hung Redis holds the shutdown no longer than one deadline.
+      await Promise.allSettled(inFlight);
       if (client.isReady) await client.close();
       else if (client.isOpen) client.destroy();
     },

@@ -1,13 +1,17 @@
+import request from 'supertest';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createAdminApp } from '../src/admin.js';
 import { fingerprintKey } from '../src/api-key.js';
 import { createLedger, type Ledger } from '../src/ledger.js';
 import { createRedisLedgerStore } from '../src/ledger-redis-store.js';
 import { createLogger } from '../src/logger.js';
+import { createMetrics } from '../src/metrics.js';
 import { createRateLimiter } from '../src/rate-limit.js';
 import { createRedisConnection, type RedisConnection } from '../src/redis.js';
 import { type EchoUpstream, patchLegacyMetadata, startEchoUpstream } from './support/echo-upstream.js';
 import { HAS_REDIS_SERVER, startTestRedis, type TestRedis } from './support/redis-server.js';
 import { type RunningShim, startShim } from './support/shim.js';
+import { within } from './support/upstream.js';
 
 const KEY_A = 'a11ce000-1111-4111-8111-5ec2e7000001';
 const KEY_B = 'b0b00000-2222-4222-8222-5ec2e7000002';
@@ -28,6 +32,7 @@ describe.skipIf(!HAS_REDIS_SERVER)('the ledger on Redis', () => {
     redis = await startTestRedis();
   });
   afterEach(async () => {
+    redis.resume();
     for (const close of closers.reverse()) await close();
     closers = [];
     await redis.close();
@@ -145,5 +150,75 @@ describe.skipIf(!HAS_REDIS_SERVER)('the ledger on Redis', () => {
     expect(messages).toContain('redis unavailable');
     expect(messages).toContain('redis available again');
     expect(messages).not.toContain('ledger updates dropped');
+  });
+
+  it('keeps its buffer while Redis hangs, answers 503 ledger_unavailable, and writes it once Redis resumes', async () => {
+    const { shim, ledger } = await shimOnRedis({ ledger: { flushIntervalMs: 100 } });
+    expect((await patchLegacyMetadata(shim.url, KEY_A)).status).toBe(200);
+    await ledger.flush();
+    const admin = createAdminApp({
+      configs: shim.configs,
+      logger: shim.logger,
+      metrics: createMetrics({ configs: shim.configs }),
+      ledger,
+      isDraining: () => false,
+    });
+
+    redis.pause();
+    try {
+      for (let i = 0; i < 3; i += 1)
+        expect((await patchLegacyMetadata(shim.url, KEY_A, 'during/1')).status).toBe(200);
+      const started = performance.now();
+      const answer = await within(
+        5_000,
+        'the report while Redis hangs',
+        request(admin).get('/admin/deprecations'),
+      );
+      expect(performance.now() - started).toBeLessThan(3_000);
+      expect(answer.status).toBe(503);
+      expect(answer.body).toEqual({
+        error: { code: 'ledger_unavailable', message: 'The usage ledger cannot be read right now.' },
+      });
+      expect((await patchLegacyMetadata(shim.url, KEY_B, 'during/2')).status).toBe(200);
+    } finally {
+      redis.resume();
+    }
+
+    const reader = connect();
+    await reader.whenReady(5_000);
+    const store = createRedisLedgerStore(reader);
+    const stored = async () => new Map((await store.read()).map((entry) => [entry.consumer, entry]));
+    await expect
+      .poll(async () => (await stored()).get(fingerprintKey(KEY_B)), { timeout: 5_000 })
+      .toMatchObject({ calls: { '2xx': 1 }, lastUserAgent: 'during/2' });
+    // At least once, never lost: the write cut off by the deadline sat in the frozen server's socket and ran
+    // when it resumed, and the same delta, buffered again, was written once more.
+    const first = (await stored()).get(fingerprintKey(KEY_A));
+    expect(first?.lastUserAgent).toBe('during/1');
+    expect(first?.calls['2xx']).toBeGreaterThanOrEqual(4);
+    expect(first?.calls['2xx']).toBeLessThanOrEqual(7);
+    const messages = shim.logs().map((line) => line.msg);
+    expect(messages.filter((msg) => msg === 'redis unavailable')).toHaveLength(1);
+    expect(messages.filter((msg) => msg === 'ledger write failed')).toHaveLength(1);
+    expect(messages).toContain('redis available again');
+    expect(messages).not.toContain('ledger updates dropped');
+  });
+
+  it('closes within its 2 s deadline while Redis hangs, reporting what it could not write as lost', async () => {
+    const { shim, ledger } = await shimOnRedis();
+    // The default flush interval (5 s) is longer than this test: only close() tries to write.
+    expect((await patchLegacyMetadata(shim.url, KEY_A)).status).toBe(200);
+    expect((await patchLegacyMetadata(shim.url, KEY_B)).status).toBe(200);
+    redis.pause();
+    try {
+      const started = performance.now();
+      await within(5_000, 'ledger.close() while Redis hangs', ledger.close());
+      expect(performance.now() - started).toBeLessThan(3_000);
+    } finally {
+      redis.resume();
+    }
+    expect(shim.logs().filter((line) => line.msg === 'ledger updates lost at shutdown')).toEqual([
+      expect.objectContaining({ entries: 2 }),
+    ]);
   });
 });

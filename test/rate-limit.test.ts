@@ -6,6 +6,7 @@ import { createRedisConnection, type RedisConnection } from '../src/redis.js';
 import { type EchoUpstream, patchLegacyMetadata, startEchoUpstream } from './support/echo-upstream.js';
 import { HAS_REDIS_SERVER, startTestRedis, type TestRedis } from './support/redis-server.js';
 import { DEFAULTS, type RunningShim, startShim } from './support/shim.js';
+import { within } from './support/upstream.js';
 
 const KEY_A = '5ec7e7a1-aaaa-4aaa-8aaa-aaaaaaaaaaaa';
 const KEY_B = '5ec7e7a1-bbbb-4bbb-8bbb-bbbbbbbbbbbb';
@@ -183,6 +184,58 @@ describe.skipIf(!HAS_REDIS_SERVER)('rate limits on Redis', () => {
       expect(await refused.json()).toMatchObject({ error: { code: 'rate_limit_unavailable' } });
     } finally {
       await redis.start();
+    }
+    expect(upstream.requests).toEqual([]);
+  });
+
+  it('fails open within about 1 s when Redis hangs, says so once, and limits again once it resumes', async () => {
+    const connection = await connect();
+    const shim = await limitedShim(METADATA_LIMIT, connection);
+    expect((await patchLegacyMetadata(shim.url, KEY_A)).status).toBe(200);
+    redis.pause();
+    try {
+      const started = performance.now();
+      const first = await within(
+        4_000,
+        'a limited call while Redis hangs',
+        patchLegacyMetadata(shim.url, KEY_A),
+      );
+      expect(first.status).toBe(200);
+      expect(performance.now() - started).toBeLessThan(2_000);
+      // The unanswered connection was dropped: the next calls do not wait for a deadline of their own.
+      const next = performance.now();
+      for (let i = 0; i < 4; i += 1) expect((await patchLegacyMetadata(shim.url, KEY_A)).status).toBe(200);
+      expect(performance.now() - next).toBeLessThan(500);
+      expect(shim.logs().filter((line) => line.msg === 'rate limit store failed, request allowed')).toEqual([
+        expect.objectContaining({ scope: 'connection-metadata', failOpen: true, suppressed: 0 }),
+      ]);
+    } finally {
+      redis.resume();
+    }
+    await connection.whenReady(5_000);
+    const key = '5ec7e7a1-ffff-4fff-8fff-ffffffffffff';
+    expect((await patchLegacyMetadata(shim.url, key)).status).toBe(200);
+    expect((await patchLegacyMetadata(shim.url, key)).status).toBe(200);
+    expect((await patchLegacyMetadata(shim.url, key)).status).toBe(429);
+  });
+
+  it('refuses with 503 within about 1 s when Redis hangs and failOpen is off', async () => {
+    const connection = await connect();
+    const shim = await limitedShim({ ...METADATA_LIMIT, rateLimit: { failOpen: false } }, connection);
+    redis.pause();
+    try {
+      const started = performance.now();
+      const refused = await within(
+        4_000,
+        'a limited call while Redis hangs',
+        patchLegacyMetadata(shim.url, KEY_B),
+      );
+      expect(performance.now() - started).toBeLessThan(2_000);
+      expect(refused.status).toBe(503);
+      expect(await refused.json()).toMatchObject({ error: { code: 'rate_limit_unavailable' } });
+      expect(shim.logs().map((line) => line.msg)).toContain('rate limit store failed, request refused');
+    } finally {
+      redis.resume();
     }
     expect(upstream.requests).toEqual([]);
   });

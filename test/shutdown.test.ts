@@ -6,6 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ChildShim, startChildShim, writeConfigFile } from './support/child-shim.js';
+import { type EchoUpstream, patchLegacyMetadata, startEchoUpstream } from './support/echo-upstream.js';
+import { HAS_REDIS_SERVER, startTestRedis, type TestRedis } from './support/redis-server.js';
 import { type RecordingUpstream, request, startUpstream, within } from './support/upstream.js';
 
 /**
@@ -193,6 +195,42 @@ describe('graceful shutdown', () => {
       }),
     );
     expect(shim.lines).toContainEqual(expect.objectContaining({ clean: false }));
+  });
+});
+
+describe.skipIf(!HAS_REDIS_SERVER)('graceful shutdown with a hung Redis', () => {
+  let redis: TestRedis | undefined;
+  let echo: EchoUpstream | undefined;
+
+  afterEach(async () => {
+    redis?.resume();
+    await redis?.close();
+    await echo?.close();
+    redis = undefined;
+    echo = undefined;
+  });
+
+  it('exits 0 within the 2 s ledger deadline, reporting the updates it could not write as lost', async () => {
+    redis = await startTestRedis();
+    echo = await startEchoUpstream();
+    child = await startChildShim({ SHIM_UPSTREAM_URL: echo.url, SHIM_REDIS_URL: redis.url });
+    const shim = child;
+    const adminLine = await waitForLine(shim, 'admin listening');
+    // Answered from Redis: the connection is up, so the shutdown's write really goes to the hung server.
+    const report = await fetch(`http://127.0.0.1:${adminLine.port as number}/admin/deprecations`);
+    expect(report.status).toBe(200);
+    expect((await patchLegacyMetadata(shim.url, SECRET.slice('Bearer '.length))).status).toBe(200);
+
+    redis.pause();
+    const started = performance.now();
+    shim.child.kill('SIGTERM');
+    expect(await within(5_000, 'exit with a hung Redis', shim.exited)).toBe(0);
+    expect(performance.now() - started).toBeLessThan(3_500);
+    expectOnlyJsonLines(shim);
+    expect(shim.lines).toContainEqual(
+      expect.objectContaining({ level: 'error', msg: 'ledger updates lost at shutdown', entries: 1 }),
+    );
+    expect(shim.lines).toContainEqual(expect.objectContaining({ msg: 'shutdown complete', clean: true }));
   });
 });
 

@@ -19,6 +19,13 @@ export interface TestRedis {
   stop(): Promise<void>;
   /** Starts it again on the same socket, empty (no persistence). */
   start(): Promise<void>;
+  /**
+   * Freezes the server (SIGSTOP): its connections stay open and the kernel still accepts bytes, but nothing is
+   * answered, as with a hung Redis. Resume it in the test's cleanup.
+   */
+  pause(): void;
+  /** Lets a paused server run again (SIGCONT); harmless when it is not paused. */
+  resume(): void;
   close(): Promise<void>;
 }
 
@@ -76,6 +83,7 @@ export async function startTestRedis(): Promise<TestRedis> {
     child = undefined;
     if (!running || running.exitCode !== null) return;
     const exited = new Promise<void>((resolve) => running.once('exit', () => resolve()));
+    running.kill('SIGCONT');
     running.kill('SIGKILL');
     await exited;
   }
@@ -85,6 +93,12 @@ export async function startTestRedis(): Promise<TestRedis> {
     url: `unix://${socket}`,
     stop,
     start,
+    pause() {
+      child?.kill('SIGSTOP');
+    },
+    resume() {
+      if (child && child.exitCode === null) child.kill('SIGCONT');
+    },
     async close() {
       await stop();
       rmSync(folder, { recursive: true, force: true });

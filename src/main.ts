@@ -134,4 +134,18 @@ async function start(): Promise<void> {
   process.on('SIGINT', () => void stop('SIGINT'));
 }
 
-void start();
+/**
+ * What start-up did not expect, in one line: the error's kind and message, never the error object, whose
+ * properties may carry a configured value (`new URL()` attaches its `input`, a password and all), and which
+ * Node would print whole for an unhandled rejection.
+ */
+function startFailure(error: unknown): Record<string, unknown> {
+  if (!(error instanceof Error)) return { level: 'fatal', msg: 'start-up failed' };
+  const { code } = error as NodeJS.ErrnoException;
+  return { level: 'fatal', msg: 'start-up failed', error: error.name, code, reason: error.message };
+}
+
+start().catch((error: unknown) => {
+  process.stderr.write(`${JSON.stringify(startFailure(error))}\n`);
+  process.exit(1);
+});

@@ -235,9 +235,9 @@ describe.skipIf(!HAS_REDIS_SERVER)('graceful shutdown with a hung Redis', () => 
 });
 
 /** Runs the entry point expecting it to refuse to start; resolves with its exit code and output. */
-function runRefusingShim(env: Record<string, string>) {
+function runRefusingShim(env: Record<string, string>, preload: string[] = []) {
   const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-data-'));
-  const started = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const started = spawn(process.execPath, [...preload, '--import', 'tsx', 'src/main.ts'], {
     cwd: new URL('..', import.meta.url),
     env: {
       PATH: process.env.PATH ?? '',
@@ -291,6 +291,26 @@ describe('a bad configuration', () => {
     expect(report.problems?.join('\n')).toContain(name);
     // The value is not echoed: it may hold a password.
     expect(stdout + stderr).not.toContain(value);
+    expect(stdout + stderr).not.toContain('hunter2');
+  });
+
+  it('reports a start-up failure nobody expected in one line, without the properties of its error', async () => {
+    // The listener cannot be created, with an error that carries a secret as `new URL()` carries its input.
+    const failing =
+      "import http from 'node:http'; http.createServer = () => { const error = new TypeError('Invalid URL'); " +
+      "error.input = 'redis://:hunter2@127.0.0.1:6379'; throw error; };";
+    const { code, stdout, stderr } = await runRefusingShim(
+      { SHIM_PORT: '0', SHIM_UPSTREAM_URL: 'http://127.0.0.1:1' },
+      ['--import', `data:text/javascript,${encodeURIComponent(failing)}`],
+    );
+    expect(code).toBe(1);
+    expect(stdout).not.toContain('shim listening');
+    expect(JSON.parse(stderr.trim().split('\n').at(-1) ?? '{}')).toEqual({
+      level: 'fatal',
+      msg: 'start-up failed',
+      error: 'TypeError',
+      reason: 'Invalid URL',
+    });
     expect(stdout + stderr).not.toContain('hunter2');
   });
 

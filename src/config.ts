@@ -616,11 +616,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   return parseConfig(layers, env);
 }
 
-/** An upstream URL with its user and password (`https://user:pass@host`) shown as `[set]`. */
+/**
+ * An upstream URL with its user and password (`https://user:pass@host`) and its query (a gateway's
+ * `?token=`) shown as `[set]`.
+ */
 function withoutCredentials(value: string): string {
   const url = new URL(value);
-  if (url.username === '' && url.password === '') return value;
-  return `${url.protocol}//[set]@${url.host}${url.pathname}${url.search}${url.hash}`;
+  if (url.username === '' && url.password === '' && url.search === '') return value;
+  const credentials = url.username === '' && url.password === '' ? '' : '[set]@';
+  const query = url.search === '' ? '' : '?[set]';
+  return `${url.protocol}//${credentials}${url.host}${url.pathname}${query}${url.hash}`;
 }
 
 /** The configuration as /admin/config shows it: secrets replaced by whether they are set. */

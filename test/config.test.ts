@@ -262,15 +262,22 @@ describe('redactConfig', () => {
     expect(shown).toContain('"token":"[set]"');
   });
 
-  it('never shows the user and password of an upstream URL, but still where it points', () => {
+  it('never shows the user, password or query of an upstream URL, but still where it points', () => {
     const { config } = parseConfig([defaults], {
-      SHIM_UPSTREAM_URL: 'https://shim-user:upstream-hunter2@nango.internal:8443/base?x=1',
+      SHIM_UPSTREAM_URL: 'https://shim-user:upstream-hunter2@nango.internal:8443/base?token=gateway-hunter3',
     });
     const shown = redactConfig(config) as { upstream: { url: string } };
-    expect(JSON.stringify(shown)).not.toContain('hunter2');
-    expect(JSON.stringify(shown)).not.toContain('shim-user');
-    expect(shown.upstream.url).toBe('https://[set]@nango.internal:8443/base?x=1');
-    expect(config.upstream.url).toBe('https://shim-user:upstream-hunter2@nango.internal:8443/base?x=1');
+    expect(JSON.stringify(shown)).not.toMatch(/hunter[23]|shim-user/);
+    expect(shown.upstream.url).toBe('https://[set]@nango.internal:8443/base?[set]');
+    expect(config.upstream.url).toBe(
+      'https://shim-user:upstream-hunter2@nango.internal:8443/base?token=gateway-hunter3',
+    );
+    const queryOnly = parseConfig([defaults], {
+      SHIM_UPSTREAM_URL: 'https://nango.internal/?token=t',
+    }).config;
+    expect((redactConfig(queryOnly) as { upstream: { url: string } }).upstream.url).toBe(
+      'https://nango.internal/?[set]',
+    );
     const plain = parseConfig([defaults], { SHIM_UPSTREAM_URL: 'https://api.nango.dev' }).config;
     expect((redactConfig(plain) as { upstream: { url: string } }).upstream.url).toBe('https://api.nango.dev');
   });

@@ -205,7 +205,7 @@ describe.skipIf(!HAS_REDIS_SERVER)('rate limits on Redis', () => {
       // The unanswered connection was dropped: the next calls do not wait for a deadline of their own.
       const next = performance.now();
       for (let i = 0; i < 4; i += 1) expect((await patchLegacyMetadata(shim.url, KEY_A)).status).toBe(200);
-      expect(performance.now() - next).toBeLessThan(500);
+      expect(performance.now() - next).toBeLessThan(1_000);
       expect(shim.logs().filter((line) => line.msg === 'rate limit store failed, request allowed')).toEqual([
         expect.objectContaining({ scope: 'connection-metadata', failOpen: true, suppressed: 0 }),
       ]);

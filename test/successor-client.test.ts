@@ -307,10 +307,10 @@ describe.skipIf(!OPENSSL)('an https upstream', () => {
     );
   }
 
-  it('verifies the certificate against the configured CA and pools the TLS connection', async () => {
-    const upstream = await secureUpstream();
+  /** A client of an https upstream on `port` that trusts the test CA. */
+  function secureClient(port: number): SuccessorClient {
     const successor = createSuccessorClient({
-      url: new URL(upstream.url),
+      url: new URL(`https://127.0.0.1:${port}`),
       ca: readFileSync((certificates as TestCertificates).caFile, 'utf8'),
       maxSockets: 4,
       maxIdleSockets: 4,
@@ -318,6 +318,12 @@ describe.skipIf(!OPENSSL)('an https upstream', () => {
       timeoutMs: 2_000,
     });
     track({ close: async () => successor.close() });
+    return successor;
+  }
+
+  it('verifies the certificate against the configured CA and pools the TLS connection', async () => {
+    const upstream = await secureUpstream();
+    const successor = secureClient(Number(new URL(upstream.url).port));
     for (let i = 0; i < 3; i++) {
       const answer = await successor.send(call());
       expect(answer.body.toString()).toBe('{"metadata":{"a":1}}');
@@ -338,19 +344,6 @@ describe.skipIf(!OPENSSL)('an https upstream', () => {
     expect(await failureOf(successor.send(call()))).toBe('unreachable');
     expect(upstream.requests).toHaveLength(0);
   });
-
-  function secureClient(port: number): SuccessorClient {
-    const successor = createSuccessorClient({
-      url: new URL(`https://127.0.0.1:${port}`),
-      ca: readFileSync((certificates as TestCertificates).caFile, 'utf8'),
-      maxSockets: 4,
-      maxIdleSockets: 4,
-      idleTimeoutMs: 5_000,
-      timeoutMs: 2_000,
-    });
-    track({ close: async () => successor.close() });
-    return successor;
-  }
 
   // No byte of a request leaves before the handshake is done, so no such failure can have applied the call.
   it('is unreachable when the https URL names a plain-HTTP port', async () => {

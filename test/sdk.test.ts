@@ -121,6 +121,22 @@ describe('@nangohq/node through the shim', () => {
     expect(upstreamRequests.length).toBeGreaterThanOrEqual(18);
   });
 
+  it('0.66.2 lists by end user through the shim and gets what 0.67.0 gets from /connections', async () => {
+    fake = track(await startFakeNango({ legacyRoutes: false }));
+    shim = track(await startShim(fake.url));
+    const legacy = new LegacyNango({ secretKey: DEV_KEY, host: shim.url });
+    const current = new CurrentNango({ secretKey: DEV_KEY, host: fake.url });
+    const filters = { endUserId: 'user-1', endUserOrganizationId: 'org-1' };
+    const before = fake.requests.length;
+
+    const listed = await legacy.listConnections(undefined, undefined, filters);
+    const direct = await current.listConnections(undefined, undefined, filters);
+    expect(listed.connections).toEqual(direct.connections);
+    const [translated, sent] = fake.requests.slice(before);
+    expect(translated?.url).toBe('/connections?endUserId=user-1&endUserOrganizationId=org-1');
+    expect(translated?.url).toBe(sent?.url);
+  });
+
   it('0.66.2 deletes through the shim, and the connection is gone for it and for 0.67.0 alike', async () => {
     fake = track(await startFakeNango({ legacyRoutes: false }));
     shim = track(await startShim(fake.url));

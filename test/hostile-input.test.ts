@@ -517,6 +517,40 @@ describe('request targets that name another host', () => {
     expect(evilConnections).toBe(0);
   });
 
+  // Nango's router (Express 5: parseurl hands a `#` to url.parse) drops a fragment and routes what is left,
+  // so `/connection/metadata#x` is the legacy route there, and must be the migration here, not a bypass.
+  it.each([
+    ['/connection/metadata#x', 'PATCH /connections/metadata'],
+    ['/connection/metadata/#?a=1', 'PATCH /connections/metadata'],
+    [`http://HOST/connection/metadata#x`, 'PATCH /connections/metadata'],
+  ])('translates a legacy write whose target %s carries a fragment', async (target, upstream) => {
+    const body = '{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{"via":"fragment"}}';
+    const bytes =
+      rawHead('PATCH', target.replace('HOST', evilHost), {
+        Authorization: AUTH,
+        'Content-Type': 'application/json',
+        'Content-Length': body.length,
+        Connection: 'close',
+      }) + body;
+
+    const exchange = await exchangeRaw(shim.url, bytes);
+
+    expect(exchange.status).toBe(200);
+    expect(fake.requests.map((seen) => `${seen.method} ${seen.url}`)).toEqual([upstream]);
+  });
+
+  it('passes an absolute-form target on with its dot segments, as Nango reads it (no route of its own)', async () => {
+    const bytes = rawHead('GET', `http://${evilHost}/x/%2e%2e/connection`, {
+      Authorization: AUTH,
+      Connection: 'close',
+    });
+
+    const exchange = await exchangeRaw(shim.url, bytes);
+
+    expect(exchange.status).toBe(404);
+    expect(fake.requests.map((seen) => seen.url)).toEqual(['/x/%2e%2e/connection']);
+  });
+
   it('never tunnels: CONNECT to another host is closed without a connection to it', async () => {
     const exchange = await exchangeRaw(shim.url, `CONNECT ${evilHost} HTTP/1.1\r\nHost: ${evilHost}\r\n\r\n`);
     await settle();

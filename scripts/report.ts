@@ -4,11 +4,17 @@
  * SHIM_DATA_DIR, SHIM_REDIS_URL): the file in the data folder, or Redis.
  */
 import { type Config, ConfigError, loadConfig } from '../src/config.js';
-import { type DeprecationReport, type LedgerEntry, summarizeLedger } from '../src/ledger.js';
+import {
+  type ConsumerUsage,
+  type DeprecationReport,
+  type LedgerEntry,
+  summarizeLedger,
+} from '../src/ledger.js';
 import { readLedgerFile } from '../src/ledger-file-store.js';
 import { createRedisLedgerStore } from '../src/ledger-redis-store.js';
 import { createLogger } from '../src/logger.js';
 import { createRedisConnection } from '../src/redis.js';
+import { ANONYMOUS, UNAUTHENTICATED } from '../src/usage.js';
 
 const REDIS_CONNECT_TIMEOUT_MS = 5_000;
 const CLIENT_WIDTH = 48;
@@ -25,6 +31,18 @@ async function readEntries(config: Config): Promise<LedgerEntry[]> {
   }
 }
 
+/** Why a shared consumer does not hold a route back, shown beside it: it was never served by Nango. */
+const NOT_BLOCKING: Readonly<Record<string, string>> = {
+  [ANONYMOUS]: 'no API key',
+  [UNAUTHENTICATED]: 'key refused',
+};
+
+function consumerCell(usage: ConsumerUsage): string {
+  if (usage.name !== null) return `${usage.name} (${usage.consumer})`;
+  const why = usage.blocks_sunset ? undefined : NOT_BLOCKING[usage.consumer];
+  return why === undefined ? usage.consumer : `${usage.consumer} (${why})`;
+}
+
 function formatTable(report: DeprecationReport): string {
   const rows = [['ROUTE', 'CONSUMER', 'CALLS', 'LAST SEEN', 'CLIENT']];
   for (const route of report.routes) {
@@ -32,7 +50,7 @@ function formatTable(report: DeprecationReport): string {
       const client = usage.last_user_agent ?? '-';
       rows.push([
         route.route,
-        usage.name === null ? usage.consumer : `${usage.name} (${usage.consumer})`,
+        consumerCell(usage),
         String(usage.total_calls),
         usage.last_seen,
         client.length > CLIENT_WIDTH ? `${client.slice(0, CLIENT_WIDTH - 1)}…` : client,
@@ -53,7 +71,7 @@ function formatTable(report: DeprecationReport): string {
   const busy = report.routes.filter((route) => !route.safe_to_sunset).map((route) => route.route);
   lines.push('');
   lines.push(
-    `safe to sunset (no authenticated call in ${report.quiet_period_days} days): ${quiet.join(', ') || '-'}`,
+    `safe to sunset (no call with an API key in ${report.quiet_period_days} days, refused keys aside): ${quiet.join(', ') || '-'}`,
   );
   lines.push(`still called: ${busy.join(', ') || '-'}`);
   return `${lines.join('\n')}\n`;

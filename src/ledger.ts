@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { ConfigHolder } from './app.js';
 import { ROUTE_IDS, type RouteId, type Stage } from './config.js';
 import {
+  ANONYMOUS,
   consumerOf,
   OTHER_CONSUMERS,
   type StatusClass,
@@ -108,13 +109,15 @@ export interface ConsumerUsage {
   total_calls: number;
   last_user_agent: string | null;
   stage: Stage;
+  /** Whether calls of this consumer within the quiet period keep the route from `safe_to_sunset`. */
+  blocks_sunset: boolean;
 }
 
 export interface RouteUsage {
   route: RouteId;
-  /** No consumer but `unauthenticated` called within the quiet period. */
+  /** No consumer that `blocksSunset` called within the quiet period. */
   safe_to_sunset: boolean;
-  /** The last call of any kind, refused ones included. */
+  /** The last call of any kind, refused and keyless ones included. */
   last_call: string | null;
   /** The most recent first. */
   consumers: ConsumerUsage[];
@@ -131,6 +134,16 @@ export interface SummaryOptions {
   quietPeriodDays: number;
   /** The names configured now; they win over the name recorded with the call. */
   consumers: Readonly<Record<string, string>>;
+}
+
+/**
+ * Whether a consumer's calls keep a route in use: every call that carried an API key Nango did not refuse.
+ * A refused key (`unauthenticated`) and a call without any key (`anonymous`) were never served by Nango and
+ * never will be, so they are shown but do not hold a route back. A key answered here without asking Nango
+ * (410, 429, a local 400) cannot be told from a real one, so it counts.
+ */
+export function blocksSunset(consumer: string): boolean {
+  return consumer !== UNAUTHENTICATED && consumer !== ANONYMOUS;
 }
 
 function totalOf(calls: LedgerEntry['calls']): number {
@@ -153,9 +166,7 @@ export function summarizeLedger(
     const lastCall = list[0]?.lastSeen;
     routes.push({
       route,
-      safe_to_sunset: !list.some(
-        (entry) => entry.consumer !== UNAUTHENTICATED && entry.lastSeen >= quietSince,
-      ),
+      safe_to_sunset: !list.some((entry) => blocksSunset(entry.consumer) && entry.lastSeen >= quietSince),
       last_call: lastCall === undefined ? null : new Date(lastCall).toISOString(),
       consumers: list.map((entry) => ({
         consumer: entry.consumer,
@@ -167,6 +178,7 @@ export function summarizeLedger(
         total_calls: totalOf(entry.calls),
         last_user_agent: entry.lastUserAgent,
         stage: entry.stage,
+        blocks_sunset: blocksSunset(entry.consumer),
       })),
     });
   }

@@ -140,6 +140,28 @@ describe('summarizeLedger', () => {
     expect(route?.consumers[0]).toMatchObject({ consumer: 'unauthenticated', total_calls: 1 });
   });
 
+  it('does not let keyless calls hold a route back, and still shows and counts them', () => {
+    // A call without any API key is answered here (410, 429, a local 400) or refused by Nango: never served.
+    const keyless = entryOf(call(undefined, NOW - DAY, { status: 400 }), {});
+    const route = summarizeLedger([mergeEntry(keyless, keyless)], options).routes[0];
+    expect(route).toMatchObject({ safe_to_sunset: true, last_call: new Date(NOW - DAY).toISOString() });
+    expect(route?.consumers).toEqual([
+      expect.objectContaining({
+        consumer: 'anonymous',
+        fingerprint: null,
+        total_calls: 2,
+        blocks_sunset: false,
+      }),
+    ]);
+  });
+
+  it('still counts a key answered here without asking Nango: it cannot be told from a real one', () => {
+    const gone = entryOf(call('0123456789abcdef', NOW - DAY, { status: 410 }), {});
+    const route = summarizeLedger([gone], options).routes[0];
+    expect(route?.safe_to_sunset).toBe(false);
+    expect(route?.consumers[0]).toMatchObject({ consumer: '0123456789abcdef', blocks_sunset: true });
+  });
+
   it('names consumers from the configuration of now', () => {
     const entry = entryOf(call('0123456789abcdef', NOW), {});
     const report = summarizeLedger([entry], { ...options, consumers: { '0123456789abcdef': 'billing' } });

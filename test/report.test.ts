@@ -36,6 +36,17 @@ const ENTRIES: LedgerEntry[] = [
     lastUserAgent: null,
     stage: 'gone',
   },
+  {
+    route: 'connection-list',
+    consumer: 'anonymous',
+    fingerprint: null,
+    name: null,
+    firstSeen: RECENT,
+    lastSeen: RECENT,
+    calls: { '4xx': 3 },
+    lastUserAgent: 'curl/8.5.0',
+    stage: 'translate',
+  },
 ];
 
 function dataDirWith(content: string): string {
@@ -53,8 +64,27 @@ describe('npm run report', () => {
     const lines = stdout.split('\n');
     expect(lines[0]).toMatch(/^ROUTE\s+CONSUMER\s+CALLS\s+LAST SEEN\s+CLIENT$/);
     expect(stdout).toMatch(/connection-metadata\s+crm \(0123456789abcdef\)\s+42\s+\S+Z\s+crm-sync\/4\.2/);
-    expect(stdout).toMatch(/connection-get\s+unauthenticated\s+1\s+\S+Z\s+-/);
+    expect(stdout).toMatch(/connection-get\s+unauthenticated \(key refused\)\s+1\s+\S+Z\s+-/);
     expect(stdout).toMatch(/still called: connection-metadata\n/);
+  });
+
+  it('shows keyless calls, counted and labelled, without holding their route back', async () => {
+    const dataDir = dataDirWith(JSON.stringify({ format: 1, written_at: '', entries: ENTRIES }));
+    const { code, stdout } = await runReport({ SHIM_DATA_DIR: dataDir });
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/connection-list\s+anonymous \(no API key\)\s+3\s+\S+Z\s+curl\/8\.5\.0/);
+    expect(stdout).toMatch(
+      /^safe to sunset \(no call with an API key in 30 days, refused keys aside\): .*connection-list/m,
+    );
+    expect(stdout).toMatch(/^still called: connection-metadata$/m);
+    const json = await runReport({ SHIM_DATA_DIR: dataDir }, ['--json']);
+    const list = JSON.parse(json.stdout).routes.find(
+      (route: { route: string }) => route.route === 'connection-list',
+    );
+    expect(list).toMatchObject({
+      safe_to_sunset: true,
+      consumers: [{ consumer: 'anonymous', total_calls: 3, blocks_sunset: false }],
+    });
   });
 
   it('prints JSON for scripts with --json', async () => {

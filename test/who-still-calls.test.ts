@@ -114,4 +114,38 @@ describe('who still calls the deprecated route', () => {
       for (const key of [CRM_KEY, BILLING_KEY, REFUSED_KEY]) expect(output).not.toContain(key);
     }
   });
+
+  it('shows a keyless call answered here but does not let it keep the route "still called"', async () => {
+    const running = await startEchoUpstream();
+    upstream = running;
+    const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-e2e-'));
+    shim = await startShim(running.url, { dataDir }, [], ({ configs, logger }) => {
+      ledger = createLedger({ store: createFileLedgerStore({ dataDir, logger }), configs, logger });
+      return { usage: [ledger] };
+    });
+    // No API key and a body that is not JSON: answered 400 here, without asking Nango.
+    const probe = await fetch(`${shim.url}/connection/metadata`, {
+      method: 'PATCH',
+      headers: { 'content-type': 'application/json' },
+      body: '{x',
+    });
+    expect(probe.status).toBe(400);
+    expect(running.requests).toEqual([]);
+
+    const metadataOf = async () =>
+      (await (ledger as Ledger).report()).routes.find((route) => route.route === 'connection-metadata');
+    await expect.poll(async () => (await metadataOf())?.consumers.length).toBe(1);
+    expect(await metadataOf()).toMatchObject({
+      safe_to_sunset: true,
+      consumers: [
+        {
+          consumer: 'anonymous',
+          fingerprint: null,
+          total_calls: 1,
+          calls: { '4xx': 1 },
+          blocks_sunset: false,
+        },
+      ],
+    });
+  });
 });

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ROUTE_IDS, STAGES } from './config.js';
 import { entryKey, type LedgerEntry, type LedgerStore, mergeEntries, mergeEntry } from './ledger.js';
+import { ANONYMOUS, OTHER_CONSUMERS, STATUS_CLASSES, UNAUTHENTICATED } from './usage.js';
 
 export const LEDGER_FILE = 'deprecation-ledger.json';
 const FORMAT = 1;
@@ -14,21 +15,103 @@ interface LedgerFile {
   entries: LedgerEntry[];
 }
 
-function isLedgerEntry(value: unknown): value is LedgerEntry {
-  if (typeof value !== 'object' || value === null) return false;
-  const entry = value as Record<string, unknown>;
-  return (
-    (ROUTE_IDS as readonly unknown[]).includes(entry.route) &&
-    typeof entry.consumer === 'string' &&
-    typeof entry.firstSeen === 'number' &&
-    typeof entry.lastSeen === 'number' &&
-    typeof entry.calls === 'object' &&
-    entry.calls !== null &&
-    (STAGES as readonly unknown[]).includes(entry.stage)
-  );
+const FINGERPRINT = /^[0-9a-f]{16}$/;
+/** The consumers that are not a key's fingerprint, and so carry none. */
+const SHARED_CONSUMERS: readonly string[] = [UNAUTHENTICATED, ANONYMOUS, OTHER_CONSUMERS];
+/** The latest instant a Date holds (ECMA-262 §21.4.1.22): a later one makes `toISOString` throw. */
+const MAX_TIME_MS = 8.64e15;
+/** `written_at`, as `Date.prototype.toISOString` writes it. */
+const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+const ENTRY_KEYS: ReadonlyArray<keyof LedgerEntry> = [
+  'route',
+  'consumer',
+  'fingerprint',
+  'name',
+  'firstSeen',
+  'lastSeen',
+  'calls',
+  'lastUserAgent',
+  'stage',
+];
+const FILE_KEYS: ReadonlyArray<keyof LedgerFile> = ['format', 'written_at', 'entries'];
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** The entries of the ledger file in `dataDir`: none when there is no file yet; throws when it is not one. */
+function isTime(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0 && (value as number) <= MAX_TIME_MS;
+}
+
+function unknownKey(value: Record<string, unknown>, known: readonly string[]): string | undefined {
+  return Object.keys(value).find((key) => !known.includes(key));
+}
+
+/** What is wrong with one entry as this code writes it, or undefined. `at` names it in the answer. */
+function entryProblem(value: unknown, at: string): string | undefined {
+  if (!isPlainObject(value)) return `${at} is not an object`;
+  const extra = unknownKey(value, ENTRY_KEYS);
+  if (extra !== undefined) return `${at}.${extra} is an unknown key`;
+  const { route, consumer, fingerprint, name, firstSeen, lastSeen, calls, lastUserAgent, stage } = value;
+  if (!(ROUTE_IDS as readonly unknown[]).includes(route)) return `${at}.route is not a route id`;
+  if (typeof consumer !== 'string') return `${at}.consumer is not a string`;
+  if (SHARED_CONSUMERS.includes(consumer)) {
+    if (fingerprint !== null) return `${at}.fingerprint must be null for consumer ${consumer}`;
+  } else if (!FINGERPRINT.test(consumer)) {
+    return `${at}.consumer is neither a fingerprint (16 hex digits) nor ${SHARED_CONSUMERS.join(', ')}`;
+  } else if (fingerprint !== consumer) {
+    return `${at}.fingerprint must equal its consumer`;
+  }
+  if (name !== null && typeof name !== 'string') return `${at}.name is neither a string nor null`;
+  if (!isTime(firstSeen)) return `${at}.firstSeen is not a time in epoch milliseconds`;
+  if (!isTime(lastSeen)) return `${at}.lastSeen is not a time in epoch milliseconds`;
+  if (firstSeen > lastSeen) return `${at}.firstSeen is later than its lastSeen`;
+  if (!isPlainObject(calls)) return `${at}.calls is not an object`;
+  for (const [cls, count] of Object.entries(calls)) {
+    if (!(STATUS_CLASSES as readonly string[]).includes(cls))
+      return `${at}.calls.${cls} is not a status class`;
+    if (!Number.isSafeInteger(count) || (count as number) < 0) {
+      return `${at}.calls.${cls} is not a non-negative integer`;
+    }
+  }
+  if (lastUserAgent !== null && typeof lastUserAgent !== 'string') {
+    return `${at}.lastUserAgent is neither a string nor null`;
+  }
+  if (!(STAGES as readonly unknown[]).includes(stage)) return `${at}.stage is not a stage`;
+  return undefined;
+}
+
+/**
+ * What is wrong with a parsed ledger file, or undefined. The whole file is checked, since every count in it
+ * is added to: a count stored as the string "5" once became "51" on the next call.
+ */
+function ledgerFileProblem(parsed: unknown): string | undefined {
+  if (!isPlainObject(parsed)) return 'it is not an object';
+  const extra = unknownKey(parsed, FILE_KEYS);
+  if (extra !== undefined) return `${extra} is an unknown key`;
+  if (parsed.format !== FORMAT) return `format is not ${FORMAT}`;
+  const writtenAt = parsed.written_at;
+  if (typeof writtenAt !== 'string' || !ISO_INSTANT.test(writtenAt) || Number.isNaN(Date.parse(writtenAt))) {
+    return 'written_at is not a UTC time as toISOString writes it';
+  }
+  if (!Array.isArray(parsed.entries)) return 'entries is not an array';
+  const seen = new Set<string>();
+  for (const [index, entry] of parsed.entries.entries()) {
+    const problem = entryProblem(entry, `entries[${index}]`);
+    if (problem !== undefined) return problem;
+    const { route, consumer } = entry as LedgerEntry;
+    const key = entryKey(route, consumer);
+    // Written from a map keyed by route and consumer: a second entry for one is damage, not something to add.
+    if (seen.has(key)) return `entries[${index}] repeats route ${route} and consumer ${consumer}`;
+    seen.add(key);
+  }
+  return undefined;
+}
+
+/**
+ * The entries of the ledger file in `dataDir`: none when there is no file yet; throws, naming the first
+ * problem, when it is not a ledger this code wrote.
+ */
 export function readLedgerFile(dataDir: string): LedgerEntry[] {
   let text: string;
   try {
@@ -37,11 +120,10 @@ export function readLedgerFile(dataDir: string): LedgerEntry[] {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw error;
   }
-  const parsed = JSON.parse(text) as Partial<LedgerFile>;
-  if (parsed.format !== FORMAT || !Array.isArray(parsed.entries) || !parsed.entries.every(isLedgerEntry)) {
-    throw new Error(`${LEDGER_FILE} is not a format ${FORMAT} ledger`);
-  }
-  return parsed.entries;
+  const parsed: unknown = JSON.parse(text);
+  const problem = ledgerFileProblem(parsed);
+  if (problem !== undefined) throw new Error(`${LEDGER_FILE} is not a format ${FORMAT} ledger: ${problem}`);
+  return (parsed as LedgerFile).entries;
 }
 
 export interface FileLedgerStoreOptions {

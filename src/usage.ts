@@ -77,7 +77,7 @@ export function createUsageLog(logger: Logger): UsageSink {
   };
 }
 
-const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+export const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 export type StatusClass = (typeof STATUS_CLASSES)[number];
 
 /** `2xx` for 204 and so on; a constant string, so counting by class allocates nothing. */

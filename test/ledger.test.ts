@@ -250,6 +250,11 @@ describe('createLedger', () => {
   });
 });
 
+/** One entry as the file store writes it. */
+function storedEntry(): LedgerEntry {
+  return entryOf(call('0123456789abcdef', NOW), {});
+}
+
 describe('the ledger file', () => {
   it('survives a restart: a new ledger on the same folder adds to the old counts', async () => {
     const dataDir = join(mkdtempSync(join(tmpdir(), 'nango-shim-ledger-')), 'nested', 'data');
@@ -294,5 +299,71 @@ describe('the ledger file', () => {
     expect(aside).toBeDefined();
     expect(readFileSync(join(dataDir, aside as string), 'utf8')).toBe('{"not":"a ledger"');
     expect(lines().some((line) => line.msg === 'ledger file unreadable')).toBe(true);
+  });
+
+  it('moves a damaged file aside, saying where, instead of adding to counts that are not numbers', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-ledger-'));
+    const damaged = JSON.stringify({
+      format: 1,
+      written_at: new Date(NOW).toISOString(),
+      entries: [{ ...storedEntry(), calls: { '2xx': '5', '4xx': null } }],
+    });
+    writeFileSync(join(dataDir, LEDGER_FILE), damaged);
+    const { logger, lines } = capturedLogger();
+    const store = createFileLedgerStore({ dataDir, logger });
+    expect(await store.read()).toEqual([]);
+    const aside = readdirSync(dataDir).find((name) => name.startsWith(`${LEDGER_FILE}.unreadable-`));
+    expect(readFileSync(join(dataDir, aside as string), 'utf8')).toBe(damaged);
+    expect(lines().find((line) => line.msg === 'ledger file unreadable')).toMatchObject({
+      level: 'error',
+      file: join(dataDir, LEDGER_FILE),
+      movedTo: join(dataDir, aside as string),
+      reason: `${LEDGER_FILE} is not a format 1 ledger: entries[0].calls.2xx is not a non-negative integer`,
+    });
+    // The next call starts a new ledger: counted as a number, never appended to the damaged "5".
+    await store.write([storedEntry()]);
+    expect(readLedgerFile(dataDir)).toEqual([storedEntry()]);
+  });
+
+  it('checks the whole file, not just its outline', () => {
+    const problems: Array<[string, Record<string, unknown>]> = [
+      ['entries[0].calls.2xx is not a non-negative integer', { entry: { calls: { '2xx': -1 } } }],
+      ['entries[0].calls.2xx is not a non-negative integer', { entry: { calls: { '2xx': 1.5 } } }],
+      ['entries[0].calls.2xx is not a non-negative integer', { entry: { calls: { '2xx': 2 ** 53 } } }],
+      ['entries[0].calls.6xx is not a status class', { entry: { calls: { '6xx': 1 } } }],
+      ['entries[0].calls is not an object', { entry: { calls: [1] } }],
+      ['entries[0].firstSeen is not a time in epoch milliseconds', { entry: { firstSeen: '1' } }],
+      ['entries[0].lastSeen is not a time in epoch milliseconds', { entry: { lastSeen: 8.64e15 + 1 } }],
+      ['entries[0].firstSeen is later than its lastSeen', { entry: { firstSeen: NOW + 1 } }],
+      ['entries[0].route is not a route id', { entry: { route: 'connection-put' } }],
+      ['entries[0].stage is not a stage', { entry: { stage: 'retired' } }],
+      [
+        'entries[0].consumer is neither a fingerprint (16 hex digits) nor unauthenticated, anonymous, other',
+        { entry: { consumer: 'ABCDEF0123456789', fingerprint: 'ABCDEF0123456789' } },
+      ],
+      ['entries[0].fingerprint must equal its consumer', { entry: { fingerprint: null } }],
+      ['entries[0].fingerprint must be null for consumer anonymous', { entry: { consumer: 'anonymous' } }],
+      ['entries[0].name is neither a string nor null', { entry: { name: 7 } }],
+      ['entries[0].lastUserAgent is neither a string nor null', { entry: { lastUserAgent: {} } }],
+      ['entries[0].extra is an unknown key', { entry: { extra: 1 } }],
+      ['entries[1] repeats route connection-metadata and consumer 0123456789abcdef', { twice: true }],
+      ['written_at is not a UTC time as toISOString writes it', { file: { written_at: '' } }],
+      ['format is not 1', { file: { format: 2 } }],
+      ['entries is not an array', { file: { entries: {} } }],
+    ];
+    for (const [problem, { entry = {}, file = {}, twice = false }] of problems) {
+      const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-ledger-'));
+      const damaged = { ...storedEntry(), ...(entry as object) };
+      const body = {
+        format: 1,
+        written_at: new Date(NOW).toISOString(),
+        entries: twice ? [damaged, damaged] : [damaged],
+        ...(file as object),
+      };
+      writeFileSync(join(dataDir, LEDGER_FILE), JSON.stringify(body));
+      expect(() => readLedgerFile(dataDir), problem).toThrow(
+        `${LEDGER_FILE} is not a format 1 ledger: ${problem}`,
+      );
+    }
   });
 });

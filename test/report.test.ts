@@ -49,6 +49,11 @@ const ENTRIES: LedgerEntry[] = [
   },
 ];
 
+/** A ledger file as the shim writes it. */
+function ledgerFile(entries: unknown[] = ENTRIES): string {
+  return JSON.stringify({ format: 1, written_at: new Date(RECENT).toISOString(), entries });
+}
+
 function dataDirWith(content: string): string {
   const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-report-'));
   writeFileSync(join(dataDir, LEDGER_FILE), content);
@@ -57,7 +62,7 @@ function dataDirWith(content: string): string {
 
 describe('npm run report', () => {
   it('prints the ledger file as a table, with configured names', async () => {
-    const dataDir = dataDirWith(JSON.stringify({ format: 1, written_at: '', entries: ENTRIES }));
+    const dataDir = dataDirWith(ledgerFile());
     const config = writeConfigFile({ consumers: { '0123456789abcdef': 'crm' } });
     const { code, stdout } = await runReport({ SHIM_DATA_DIR: dataDir, SHIM_CONFIG: config });
     expect(code).toBe(0);
@@ -69,7 +74,7 @@ describe('npm run report', () => {
   });
 
   it('shows keyless calls, counted and labelled, without holding their route back', async () => {
-    const dataDir = dataDirWith(JSON.stringify({ format: 1, written_at: '', entries: ENTRIES }));
+    const dataDir = dataDirWith(ledgerFile());
     const { code, stdout } = await runReport({ SHIM_DATA_DIR: dataDir });
     expect(code).toBe(0);
     expect(stdout).toMatch(/connection-list\s+anonymous \(no API key\)\s+3\s+\S+Z\s+curl\/8\.5\.0/);
@@ -88,7 +93,7 @@ describe('npm run report', () => {
   });
 
   it('prints JSON for scripts with --json', async () => {
-    const dataDir = dataDirWith(JSON.stringify({ format: 1, written_at: '', entries: ENTRIES }));
+    const dataDir = dataDirWith(ledgerFile());
     const { code, stdout } = await runReport({ SHIM_DATA_DIR: dataDir }, ['--json']);
     expect(code).toBe(0);
     const report = JSON.parse(stdout);
@@ -105,6 +110,16 @@ describe('npm run report', () => {
     const broken = await runReport({ SHIM_DATA_DIR: dataDirWith('{"format":1') });
     expect(broken.code).toBe(1);
     expect(broken.stderr).toMatch(/^cannot read the ledger file in /);
+  });
+
+  it('refuses a damaged ledger file instead of adding up strings, naming what is wrong', async () => {
+    const damaged = { ...ENTRIES[0], calls: { '2xx': '5', '4xx': null } };
+    const { code, stdout, stderr } = await runReport({ SHIM_DATA_DIR: dataDirWith(ledgerFile([damaged])) });
+    expect(code).toBe(1);
+    expect(stdout).toBe('');
+    expect(stderr).toMatch(
+      /^cannot read the ledger file in .*: deprecation-ledger\.json is not a format 1 ledger: entries\[0\]\.calls\.2xx is not a non-negative integer\n$/,
+    );
   });
 
   it.skipIf(!HAS_REDIS_SERVER)('reads the ledger from Redis with SHIM_REDIS_URL', async () => {

@@ -134,7 +134,7 @@ const rateLimitRuleSchema = {
   },
 };
 
-const isoDate = { type: 'string', format: 'date-time-ish' };
+const isoDate = { type: 'string', format: 'rfc3339-date-time' };
 
 const routeSchema = {
   type: 'object',
@@ -280,11 +280,34 @@ const CONFIG_SCHEMA = {
   },
 };
 
+/**
+ * RFC 3339 §5.6 `date-time`: a date, "T", a time and an offset ("Z" or ±hh:mm), case-insensitive (§5.6 NOTE).
+ * The offset is required: Date.parse reads "2026-03-02T14:00:00" or "March 2, 2026 14:00" in the host's time
+ * zone, so one brownout would start at different instants on instances in different zones. A leap second
+ * (:60) is refused because Date.parse cannot read it, and so is a day the month does not have (Date.parse
+ * reads 2026-02-30 as March 2).
+ */
+const RFC_3339_DATE_TIME =
+  /^(\d{4})-(\d{2})-(\d{2})T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$/i;
+const DATE_TIME_EXPECTED =
+  'must be an RFC 3339 date-time with an offset, as in 2026-03-02T14:00:00Z or 2026-03-02T15:00:00+01:00';
+
+/** RFC 3339 Appendix C. */
+function daysInMonth(year: number, month: number): number {
+  if (month === 2) return year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28;
+  return [4, 6, 9, 11].includes(month) ? 30 : 31;
+}
+
+function isRfc3339DateTime(value: string): boolean {
+  const match = RFC_3339_DATE_TIME.exec(value);
+  if (match === null) return false;
+  const [year, month, day] = [Number(match[1]), Number(match[2]), Number(match[3])];
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return false;
+  return !Number.isNaN(Date.parse(value));
+}
+
 const ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true });
-ajv.addFormat('date-time-ish', {
-  type: 'string',
-  validate: (value: string) => !Number.isNaN(Date.parse(value)),
-});
+ajv.addFormat('rfc3339-date-time', { type: 'string', validate: isRfc3339DateTime });
 const validateConfigShape = ajv.compile<Config>(CONFIG_SCHEMA);
 
 /** Environment variables that override the file, and where each one lands. */
@@ -340,6 +363,9 @@ function describeAjvError(error: ErrorObject, envNames: Map<string, string>): st
   if (error.keyword === 'additionalProperties') {
     path = [path, error.params.additionalProperty].filter(Boolean).join('.');
     return `${path}: unknown key`;
+  }
+  if (error.keyword === 'format' && error.params.format === 'rfc3339-date-time') {
+    return `${fieldName(path, envNames)}: ${DATE_TIME_EXPECTED}`;
   }
   return `${fieldName(path, envNames)}: ${error.message ?? 'is invalid'}`;
 }

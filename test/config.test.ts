@@ -10,6 +10,7 @@ import {
   parseConfig,
   redactConfig,
 } from '../src/config.js';
+import { activeBrownout } from '../src/cutover.js';
 
 const defaults = JSON.parse(readFileSync(new URL('../config/default.json', import.meta.url), 'utf8'));
 
@@ -73,6 +74,64 @@ describe('parseConfig', () => {
     expect(problems).toEqual([
       'routes.connection-metadata.sunset: must not be earlier than routes.connection-metadata.deprecation',
     ]);
+  });
+
+  it('refuses a date without an explicit offset, which each host would read in its own time zone', () => {
+    const expected =
+      'must be an RFC 3339 date-time with an offset, as in 2026-03-02T14:00:00Z or 2026-03-02T15:00:00+01:00';
+    const error = (() => {
+      try {
+        parseConfig([
+          defaults,
+          {
+            routes: {
+              'connection-get': {
+                brownouts: [
+                  { start: '2026-03-02T14:00:00', durationMinutes: 60 },
+                  { start: 'March 2, 2026 14:00', durationMinutes: 60 },
+                ],
+              },
+              'connection-list': { deprecation: '2025-08-20', sunset: '2026-01-20 00:00:00Z' },
+              'connection-delete': { sunset: '2026-02-30T00:00:00Z' },
+              'connection-metadata': { sunset: '2026-06-30T23:59:60Z' },
+            },
+          },
+        ]);
+      } catch (caught) {
+        return caught;
+      }
+      throw new Error('expected a ConfigError');
+    })();
+    expect(error).toBeInstanceOf(ConfigError);
+    expect([...(error as ConfigError).problems].sort()).toEqual([
+      `routes.connection-delete.sunset: ${expected}`,
+      `routes.connection-get.brownouts.0.start: ${expected}`,
+      `routes.connection-get.brownouts.1.start: ${expected}`,
+      `routes.connection-list.deprecation: ${expected}`,
+      `routes.connection-list.sunset: ${expected}`,
+      `routes.connection-metadata.sunset: ${expected}`,
+    ]);
+    // One line, as the service prints it at start and on a refused reload.
+    expect((error as ConfigError).message).not.toContain('\n');
+  });
+
+  it('reads an RFC 3339 date-time with Z or an offset as the same instant on every host', () => {
+    const at = Date.parse('2026-03-02T14:30:00Z');
+    for (const start of [
+      '2026-03-02T15:00:00+01:00',
+      '2026-03-02t14:00:00z',
+      '2026-03-02T09:00:00.000-05:00',
+    ]) {
+      const { config } = parseConfig([
+        defaults,
+        { routes: { 'connection-get': { brownouts: [{ start, durationMinutes: 60 }] } } },
+      ]);
+      expect(activeBrownout(config.routes['connection-get'], at), start).toBe(true);
+      expect(activeBrownout(config.routes['connection-get'], at + 31 * 60_000), start).toBe(false);
+    }
+    expect(
+      parseConfig([defaults, { routes: { 'connection-get': { sunset: '2028-02-29T00:00:00Z' } } }]),
+    ).toBeDefined();
   });
 
   it('refuses an upstream that is not http(s)', () => {

@@ -4,7 +4,7 @@ import { sendBytes, sendLocalAnswer } from './answer.js';
 import type { RouteId } from './config.js';
 import { errorAnswer, type LocalAnswer } from './errors.js';
 import type { Forwarder } from './forward.js';
-import type { LegacyRequest, Migration } from './migrations/migration.js';
+import { type LegacyRequest, type Migration, SAME_CONTROLLER } from './migrations/migration.js';
 import { BodyError, readBody } from './read-body.js';
 import { splitTarget } from './request-target.js';
 import type { UpstreamResponse } from './successor-client.js';
@@ -144,9 +144,22 @@ export function checkTranslation(
   body: Buffer | null,
 ): ValidationReport {
   const up = migration.requestUp(legacyRequest(req, params, body));
-  return up.kind === 'answer'
-    ? { predictedStatus: up.answer.status, predictedCode: up.answer.body.error.code }
-    : { predictedStatus: undefined, predictedCode: undefined };
+  if (up.kind === 'answer') {
+    return {
+      predictedStatus: up.answer.status,
+      predictedCode: up.answer.body.error.code,
+      predictedBy: 'shim',
+    };
+  }
+  const forwarded = migration.predictForwarded?.(up.request, up.context) ?? SAME_CONTROLLER;
+  switch (forwarded.kind) {
+    case 'same-controller':
+      return { predictedStatus: undefined, predictedCode: undefined, predictedBy: 'same-controller' };
+    case 'accepted':
+      return { predictedStatus: undefined, predictedCode: undefined, predictedBy: 'successor' };
+    case 'refused':
+      return { predictedStatus: forwarded.status, predictedCode: forwarded.code, predictedBy: 'successor' };
+  }
 }
 
 /**

@@ -17,24 +17,43 @@ export type UsageAction =
  * really answered.
  */
 export interface ValidationReport {
-  /** The status the shim would have answered itself, or undefined when it would have forwarded. */
+  /** The status the translation would answer, or undefined when the upstream decides it. */
   predictedStatus: number | undefined;
   predictedCode: string | undefined;
+  /**
+   * Who would give that answer: the `shim` itself (before any upstream call), the `successor` (a refusal of
+   * the rewritten call, or with no status whatever it decides), or the legacy route's own controller behind
+   * the successor's path (`same-controller`: whatever the legacy route answered).
+   */
+  predictedBy: 'shim' | 'successor' | 'same-controller';
   actualStatus?: number;
   agrees?: boolean;
 }
 
+/** What Nango answers before it reads a body (auth, scope, rate limit), on the legacy and successor routes alike. */
+const DECIDED_BEFORE_THE_BODY: ReadonlySet<number> = new Set([401, 403, 429]);
+
 /**
- * Whether the legacy route's real answer matches the translation's prediction: a local answer must match
- * the status exactly; a forwarded call must not have been refused as invalid by the legacy route (400/415),
- * which would mean the shim lets through what Nango rejects. Everything else is decided upstream both ways.
+ * Whether the legacy route's real answer is what the translation would have answered, both ways: a local
+ * answer must match the status exactly; a refusal the successor would give must meet the same status, or an
+ * answer Nango gives before it reads the body (the successor would have given it too); a call the successor
+ * would judge must not have been refused as invalid by the legacy route (400/415), which would mean the shim
+ * lets through what Nango rejects; and the legacy route's own controller answers the same under either path.
  */
 export function settleValidation(report: ValidationReport, actualStatus: number): ValidationReport {
-  const agrees =
-    report.predictedStatus === undefined
-      ? actualStatus !== 400 && actualStatus !== 415
-      : report.predictedStatus === actualStatus;
-  return { ...report, actualStatus, agrees };
+  return { ...report, actualStatus, agrees: agreesWith(report, actualStatus) };
+}
+
+function agreesWith(report: ValidationReport, actualStatus: number): boolean {
+  switch (report.predictedBy) {
+    case 'same-controller':
+      return true;
+    case 'shim':
+      return report.predictedStatus === actualStatus;
+    case 'successor':
+      if (report.predictedStatus === undefined) return actualStatus !== 400 && actualStatus !== 415;
+      return report.predictedStatus === actualStatus || DECIDED_BEFORE_THE_BODY.has(actualStatus);
+  }
 }
 
 /** One deprecated call, as every usage sink sees it. Carries the key's fingerprint, never the key. */

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { fingerprintKey } from '../src/api-key.js';
 import { parseConfig } from '../src/config.js';
 import { createConfigReloader } from '../src/reload.js';
-import { type CaptureReply, sendCapture } from './support/captures.js';
+import { type CaptureReply, loadCaptures, sendCapture } from './support/captures.js';
 import { closedAfterEach } from './support/cleanup.js';
 import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
 import { DEFAULTS, type RunningShim, startShim } from './support/shim.js';
@@ -93,6 +93,88 @@ describe('stage validate', () => {
       { agrees: true },
       { agrees: true },
     ]);
+  });
+});
+
+describe('stage validate, on every migration', () => {
+  function warnings(running: RunningShim) {
+    return running.logs().filter((line) => line.msg === 'translation would answer differently');
+  }
+
+  async function call(url: string, method: string, path: string, body?: string) {
+    const reply = await fetch(url + path, {
+      method,
+      headers: { authorization: `Bearer ${DEV_KEY}`, 'content-type': 'application/json' },
+      ...(body === undefined ? {} : { body }),
+    });
+    return { status: reply.status, body: await reply.text() };
+  }
+
+  it('warns when the successor would refuse a path-style id the legacy route accepted, and only then', async () => {
+    const legacy = track(await startFakeNango({ legacyRoutes: true }));
+    const validating = track(
+      await startShim(legacy.url, { routes: { 'connection-path-metadata': { stage: 'validate' } } }),
+    );
+    const successorOnly = track(await startFakeNango({ legacyRoutes: false }));
+    const translating = track(await startShim(successorOnly.url));
+    // "josé" is outside the successor's connection id pattern (nango-api.md §1): the legacy route looked it
+    // up (404), the translation is refused with 400 invalid_body.
+    const refused = '/connection/jos%C3%A9/metadata?provider_config_key=unauth';
+    const inValidate = await call(validating.url, 'PATCH', refused, '{"a":1}');
+    const inTranslate = await call(translating.url, 'PATCH', refused, '{"a":1}');
+    expect(inValidate.status).toBe(404);
+    expect(inTranslate.status).toBe(400);
+    expect(JSON.parse(inTranslate.body).error.code).toBe('invalid_body');
+    // path-style.json "PATCH ... (raw metadata body)": accepted both ways.
+    const accepted = await call(
+      validating.url,
+      'PATCH',
+      '/connection/conn-5/metadata?provider_config_key=unauth',
+      '{"n":1}',
+    );
+    expect(accepted.status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(warnings(validating)).toMatchObject([
+      { predictedStatus: 400, predictedCode: 'invalid_body', predictedBy: 'successor', actualStatus: 404 },
+    ]);
+    expect(usageLines(validating).map((line) => line.validation)).toMatchObject([
+      { agrees: false },
+      { predictedBy: 'successor', actualStatus: 200, agrees: true },
+    ]);
+  });
+
+  it('stays quiet on the routes the successor serves with the legacy controller, errors included', async () => {
+    const captured = loadCaptures('connection-get.json').find(
+      (entry) => entry.name === 'GET /connection/conn-1 missing provider_config_key',
+    );
+    const legacy = track(await startFakeNango({ legacyRoutes: true }));
+    const validating = track(
+      await startShim(legacy.url, {
+        routes: {
+          'connection-get': { stage: 'validate' },
+          'connection-list': { stage: 'validate' },
+          'connection-delete': { stage: 'validate' },
+        },
+      }),
+    );
+    // connection-get.json "missing provider_config_key": the same 400 from either path.
+    const missingKey = await call(validating.url, 'GET', '/connection/conn-1');
+    expect(missingKey).toEqual({ status: captured?.response?.status, body: captured?.response?.body });
+    expect((await call(validating.url, 'HEAD', '/connection/conn-1')).status).toBe(400);
+    expect((await call(validating.url, 'GET', '/connection?foo=1')).status).toBe(400);
+    expect((await call(validating.url, 'DELETE', '/connection/conn-1')).status).toBe(400);
+    expect((await call(validating.url, 'GET', '/connection/conn-1?provider_config_key=unauth')).status).toBe(
+      200,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(warnings(validating)).toEqual([]);
+    expect(usageLines(validating).map((line) => line.validation)).toEqual(
+      [400, 400, 400, 400, 200].map((actualStatus) => ({
+        predictedBy: 'same-controller',
+        actualStatus,
+        agrees: true,
+      })),
+    );
   });
 });
 

@@ -2,7 +2,7 @@ import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { fingerprintKey } from '../src/api-key.js';
 import { createLogger } from '../src/logger.js';
-import { createUsageLog, type UsageEvent } from '../src/usage.js';
+import { createUsageLog, settleValidation, type UsageEvent, type ValidationReport } from '../src/usage.js';
 import { sendCapture } from './support/captures.js';
 import { closedAfterEach } from './support/cleanup.js';
 import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
@@ -112,7 +112,13 @@ describe('the usage line writer', () => {
         ...base,
         stage: 'validate',
         action: 'passed-through',
-        validation: { predictedStatus: undefined, predictedCode: undefined, actualStatus: 200, agrees: true },
+        validation: {
+          predictedStatus: undefined,
+          predictedCode: undefined,
+          predictedBy: 'successor',
+          actualStatus: 200,
+          agrees: true,
+        },
       },
     ],
     [
@@ -156,5 +162,48 @@ describe('the usage line writer', () => {
     logger.level = 'info';
     createUsageLog(logger).record(base);
     expect(lines).toHaveLength(1);
+  });
+});
+
+describe('settleValidation', () => {
+  const settled = (report: Omit<ValidationReport, 'actualStatus' | 'agrees'>, actual: number) =>
+    settleValidation(report, actual).agrees;
+  const shim = { predictedStatus: 400, predictedCode: 'invalid_body', predictedBy: 'shim' } as const;
+  const refused = { predictedStatus: 400, predictedCode: 'invalid_body', predictedBy: 'successor' } as const;
+  const judged = { predictedStatus: undefined, predictedCode: undefined, predictedBy: 'successor' } as const;
+  const same = {
+    predictedStatus: undefined,
+    predictedCode: undefined,
+    predictedBy: 'same-controller',
+  } as const;
+
+  it('holds a local answer to the very status the legacy route gave', () => {
+    expect([400, 401, 200].map((actual) => settled(shim, actual))).toEqual([true, false, false]);
+  });
+
+  it("holds a successor's refusal to its status, or to what Nango answers before it reads the body", () => {
+    expect([400, 401, 403, 429, 200, 404, 500].map((actual) => settled(refused, actual))).toEqual([
+      true,
+      true,
+      true,
+      true,
+      false,
+      false,
+      false,
+    ]);
+  });
+
+  it('flags a forwarded call the legacy route refused as invalid', () => {
+    expect([200, 404, 401, 400, 415].map((actual) => settled(judged, actual))).toEqual([
+      true,
+      true,
+      true,
+      false,
+      false,
+    ]);
+  });
+
+  it("takes the legacy controller's answer as the translation's own", () => {
+    expect([200, 400, 415, 500].map((actual) => settled(same, actual))).toEqual([true, true, true, true]);
   });
 });

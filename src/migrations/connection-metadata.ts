@@ -4,6 +4,7 @@ import { authErrorAnswer, errorAnswer, type ValidationIssue } from '../errors.js
 import { type JsonBody, parseJsonBody } from '../json-body.js';
 import { type OperationValidators, unrecognizedKeysIssue } from '../openapi.js';
 import {
+  ACCEPTED,
   type LegacyRequest,
   type Migration,
   type RequestUpResult,
@@ -128,6 +129,9 @@ export function createConnectionMetadataMigration(validators: {
         },
       };
     },
+
+    // requestUp checks the body and query as Nango does: whatever it forwards, Nango judges alike.
+    predictForwarded: () => ACCEPTED,
 
     responseDown(response, context) {
       if (response.status < 200 || response.status > 299) {

@@ -1,9 +1,12 @@
 import { parse as parseQuery } from 'node:querystring';
 import { syntacticAuthFailure } from '../api-key.js';
 import { authErrorAnswer, genericErrorAnswer, type LocalAnswer, legacyUnknownConnection } from '../errors.js';
+import type { OperationValidators } from '../openapi.js';
 import { checkBeforeAuth, reserialise, SUCCESSOR_PATH } from './connection-metadata.js';
 import {
+  ACCEPTED,
   errorOf,
+  type ForwardedPrediction,
   type LegacyRequest,
   type Migration,
   type RequestUpResult,
@@ -75,11 +78,16 @@ function answerAfterAuth(request: LegacyRequest, answer: LocalAnswer): Result {
  *   (it may: older Nango versions created such ids) and a 200 would claim a write that did not happen; the
  *   400 names the offending field (`connection_id` or `provider_config_key`), which is the honest answer.
  * - Any other answer (401, 403, 5xx…) is passed through; a 429 names the legacy path, as Nango's own would.
+ * - `successor` holds the successor's validators, used only by the validate stage to tell which calls the
+ *   successor would refuse where the legacy route answered otherwise.
  *
  * Without Nango's database a few legacy answers can only be approximated, all before anything is written:
  * see the local answers below.
  */
-export function createConnectionPathMetadataMigration(): Migration<PathMetadataContext> {
+export function createConnectionPathMetadataMigration(successor: {
+  patch: OperationValidators;
+  post: OperationValidators;
+}): Migration<PathMetadataContext> {
   return {
     routeId: 'connection-path-metadata',
     name: 'PATCH|POST /connection/:connectionId/metadata',
@@ -143,6 +151,16 @@ export function createConnectionPathMetadataMigration(): Migration<PathMetadataC
           legacyPath: request.path,
         },
       };
+    },
+
+    // The validate stage only: the successor's schema (the body-style route's, nango-api.md §1) judges the
+    // rewritten call, so an id or key the legacy route accepted and the successor refuses is a difference.
+    predictForwarded(request): ForwardedPrediction {
+      const operation = request.method === 'POST' ? successor.post : successor.patch;
+      // requestUp forwards what it serialised itself: always JSON text.
+      return operation.validateBody(JSON.parse(String(request.body))) === null
+        ? ACCEPTED
+        : { kind: 'refused', status: 400, code: 'invalid_body' };
     },
 
     responseDown(response, context) {

@@ -27,12 +27,14 @@ function operation(operations: Map<string, OperationValidators>, key: string): O
  * `POST /connection` (create) are not owned and pass through.
  */
 export function createMigrations({ operations }: MigrationDependencies): Migration[] {
+  // The body-style legacy route and its successor share their handlers, schema included (nango-api.md §2).
+  const metadata = {
+    patch: operation(operations, 'PATCH /connection/metadata'),
+    post: operation(operations, 'POST /connection/metadata'),
+  };
   return [
-    createConnectionMetadataMigration({
-      patch: operation(operations, 'PATCH /connection/metadata'),
-      post: operation(operations, 'POST /connection/metadata'),
-    }) as Migration,
-    createConnectionPathMetadataMigration() as Migration,
+    createConnectionMetadataMigration(metadata) as Migration,
+    createConnectionPathMetadataMigration(metadata) as Migration,
     createConnectionGetMigration() as Migration,
     createConnectionDeleteMigration() as Migration,
     createConnectionListMigration() as Migration,

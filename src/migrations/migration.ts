@@ -29,6 +29,24 @@ export type RequestUpResult<Context> =
   | { kind: 'answer'; answer: LocalAnswer }
   | { kind: 'forward'; request: SuccessorRequest; context: Context };
 
+/**
+ * What the validate stage can tell, from the request alone, of how the translation would answer a call that
+ * `requestUp` forwards (its local answers are compared as they are):
+ * - `same-controller`: the successor is the legacy route's own controller under a new path, so whatever the
+ *   legacy route answers, errors included, is what the translation answers (connection-get.json).
+ * - `accepted`: the successor decides, and `requestUp` already refuses everything Nango refuses as malformed:
+ *   a legacy 400 or 415 means the translation would let through what Nango rejects.
+ * - `refused`: the successor's schema would refuse the rewritten call with this status and code, after
+ *   authenticating it and counting it against the rate limit, where the legacy route may have accepted it.
+ */
+export type ForwardedPrediction =
+  | { kind: 'same-controller' }
+  | { kind: 'accepted' }
+  | { kind: 'refused'; status: number; code: string };
+
+export const SAME_CONTROLLER: ForwardedPrediction = Object.freeze({ kind: 'same-controller' });
+export const ACCEPTED: ForwardedPrediction = Object.freeze({ kind: 'accepted' });
+
 export interface LegacyAnswer {
   status: number;
   /** The body to send; undefined keeps the upstream's bytes (and its Content-Length/ETag). */
@@ -53,6 +71,11 @@ export interface Migration<Context = unknown> {
   readsBody: boolean;
   /** Rewrites the legacy request, or answers it locally exactly as Nango would have. */
   requestUp(request: LegacyRequest): RequestUpResult<Context>;
+  /**
+   * The validate stage only: how the successor would answer the call `requestUp` forwards. Absent: the
+   * successor is the legacy route's own controller (`same-controller`), as for every streamed migration.
+   */
+  predictForwarded?(request: SuccessorRequest, context: Context): ForwardedPrediction;
   /**
    * Reshapes the successor's answer into the legacy contract. Absent: the answer is streamed back as it is
    * (only the request line changed), so large answers are never buffered.

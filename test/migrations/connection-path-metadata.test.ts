@@ -6,14 +6,20 @@ import {
 } from '../../src/migrations/connection-path-metadata.js';
 import { matchMigration } from '../../src/migrations/index.js';
 import type { LegacyRequest, Migration, RequestUpResult } from '../../src/migrations/migration.js';
+import { compileOperations, type OperationValidators } from '../../src/openapi.js';
 import { type CaptureEntry, loadCaptures } from '../support/captures.js';
+import { OPENAPI } from '../support/shim.js';
 
 type Capture = CaptureEntry;
 
 type Exchange = Required<Pick<Capture, 'request' | 'response'>>;
 
 const KEY = '3f2a9c1e-7b4d-4e8f-9a6b-1c2d3e4f5a6b';
-const migration = createConnectionPathMetadataMigration();
+const operations = compileOperations(OPENAPI);
+const migration = createConnectionPathMetadataMigration({
+  patch: operations.get('PATCH /connection/metadata') as OperationValidators,
+  post: operations.get('POST /connection/metadata') as OperationValidators,
+});
 
 function captures(file: string): Capture[] {
   return loadCaptures(file);

@@ -2,8 +2,10 @@ import { readFileSync } from 'node:fs';
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import { type Duplex, Readable } from 'node:stream';
-import { createProxyServer } from 'http-proxy-3';
+import { createProxyServer, type ServerOptions } from 'http-proxy-3';
+import { OUTGOING_PASSES } from 'http-proxy-3/dist/lib/http-proxy/passes/web-outgoing.js';
 import type { Config } from './config.js';
+import { weakEtag } from './etag.js';
 import { createSuccessorClient, type UpstreamRequest, type UpstreamResponse } from './successor-client.js';
 import { classifyFailure, timeoutError, type UpstreamFailure } from './upstream-failure.js';
 import { fieldTokens, setForwardedHeaders } from './upstream-headers.js';
@@ -21,6 +23,12 @@ export interface Forwarder {
    * request stream when the shim has already read it (the validate stage), with the very same bytes.
    */
   web(req: IncomingMessage, res: ServerResponse, body?: Buffer): void;
+  /**
+   * Streams a translated call whose answer is the successor's own (only the request line changed), as web()
+   * does, except a small 429: it is read whole and sent with the body `rewriteRateLimited` gives instead
+   * (Nango's 429 names the path that was called, rate-limit.json), with its length and ETag to match.
+   */
+  stream(req: IncomingMessage, res: ServerResponse, rewriteRateLimited: RateLimitRewrite): void;
   /** Passes a WebSocket upgrade through. */
   ws(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   /** One buffered exchange, for translated calls. Never retried: a write may have been applied. */
@@ -30,7 +38,23 @@ export interface Forwarder {
   close(): void;
 }
 
+/** The body a 429 is sent with instead of its own; undefined keeps the upstream's bytes. */
+export type RateLimitRewrite = (body: Buffer) => Buffer | undefined;
+
 const NO_OPTIONS = Object.freeze({});
+/** A 429 at most this long is read whole on a streamed translation (Nango's is under 100 bytes). */
+const MAX_REWRITTEN_429_BYTES = 16 * 1024;
+type AnswerPass = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  proxyRes: IncomingMessage,
+  options: ServerOptions,
+) => void;
+/**
+ * http-proxy-3's own steps that copy an answer's status and headers to the client, in its order (its types
+ * want a normalised target; the options are the ones it is given on every call).
+ */
+const COPY_ANSWER_HEAD = Object.values(OUTGOING_PASSES) as unknown as AnswerPass[];
 /** Nango closes idle keep-alive sockets after 61 s; the shim lets its pooled ones go well before. */
 const MAX_IDLE_MS = 55_000;
 
@@ -93,6 +117,20 @@ function armAnswerTimeouts(agent: http.Agent, timeoutMs: number, agentTimeoutMs:
   };
 }
 
+/**
+ * A 429 small enough to read whole: a declared length within the limit, no content coding (its JSON is
+ * renamed as it is), and a body at all (HEAD has none to rename; it streams as it is).
+ */
+function isSmallRateLimitAnswer(proxyRes: IncomingMessage, method: string | undefined): boolean {
+  if (proxyRes.statusCode !== 429 || method === 'HEAD') return false;
+  const length = Number(proxyRes.headers['content-length']);
+  return (
+    Number.isInteger(length) &&
+    length <= MAX_REWRITTEN_429_BYTES &&
+    proxyRes.headers['content-encoding'] === undefined
+  );
+}
+
 export function createForwarder(config: Config, onPassThroughError: PassThroughErrorHandler): Forwarder {
   const target = new URL(config.upstream.url);
   const secure = target.protocol === 'https:';
@@ -126,7 +164,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     port: Number(target.port) || (secure ? 443 : 80),
     href: target.href,
   };
-  const proxy = createProxyServer({
+  const proxyOptions: ServerOptions = {
     target: prefixed ? target : plainTarget,
     prependPath: prefixed,
     agent,
@@ -146,7 +184,8 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     // makes http-proxy-3 spread a new object shape on every request (measured: +15% CPU, full GCs).
     toProxy: true,
     ...(ca ? { ca } : {}),
-  });
+  };
+  const proxy = createProxyServer(proxyOptions);
   // The answer's connection is the client's: keep-alive unless it or the draining server said otherwise.
   proxy.on('proxyRes', (proxyRes, _req, res) => setAnswerConnection(proxyRes.headers, res.shouldKeepAlive));
   const handleProxyError = (error: Error, req: IncomingMessage, res: ServerResponse | Duplex) => {
@@ -154,6 +193,41 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   };
   // http-proxy-3 throws when nobody handles `error`: every call passes handleProxyError, and this is the net.
   proxy.on('error', handleProxyError);
+
+  // Streamed translations: a second proxy on the same pool that hands every answer to the shim, so a 429 can be
+  // read before anything is sent. Pass-through keeps the first, with no per-answer check of its own.
+  const streamedOptions: ServerOptions = { ...proxyOptions, selfHandleResponse: true };
+  const streamed = createProxyServer(streamedOptions);
+  const rateLimitRewrites = new WeakMap<IncomingMessage, RateLimitRewrite>();
+  streamed.on('proxyRes', (proxyRes, req, res) => {
+    setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
+    const rewrite = rateLimitRewrites.get(req);
+    const copyHead = () => {
+      for (const pass of COPY_ANSWER_HEAD) pass(req, res, proxyRes, streamedOptions);
+    };
+    if (rewrite === undefined || !isSmallRateLimitAnswer(proxyRes, req.method)) {
+      copyHead();
+      proxyRes.pipe(res);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    proxyRes.on('data', (chunk: Buffer) => chunks.push(chunk));
+    // The upstream broke off mid-answer: the client's answer is broken off too, as a streamed one would be.
+    proxyRes.on('error', () => res.destroy());
+    proxyRes.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const rewritten = rewrite(body);
+      copyHead();
+      if (rewritten === undefined) {
+        res.end(body);
+        return;
+      }
+      res.setHeader('content-length', rewritten.length);
+      if (proxyRes.headers.etag !== undefined) res.setHeader('etag', weakEtag(rewritten));
+      res.end(rewritten);
+    });
+  });
+  streamed.on('error', handleProxyError);
 
   // Translated calls: small buffered JSON exchanges, on the shim's own pool (successor-client.ts).
   const successor = createSuccessorClient({
@@ -187,6 +261,12 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
         handleProxyError,
       );
     },
+    stream(req, res, rewriteRateLimited) {
+      dropRequestConnectionOptions(req.headers);
+      addressToUpstream(req);
+      rateLimitRewrites.set(req, rewriteRateLimited);
+      streamed.web(req, res, NO_OPTIONS, handleProxyError);
+    },
     ws(req, socket, head) {
       addressToUpstream(req);
       proxy.ws(req, socket, head, NO_OPTIONS, handleProxyError);
@@ -194,6 +274,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     send,
     close() {
       proxy.close();
+      streamed.close();
       agent.destroy();
       successor.close();
     },

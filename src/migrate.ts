@@ -3,8 +3,14 @@ import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { sendBytes, sendLocalAnswer } from './answer.js';
 import type { RouteId } from './config.js';
 import { errorAnswer, type LocalAnswer } from './errors.js';
+import { weakEtag } from './etag.js';
 import type { Forwarder } from './forward.js';
-import { type LegacyRequest, type Migration, SAME_CONTROLLER } from './migrations/migration.js';
+import {
+  type LegacyRequest,
+  type Migration,
+  renameRateLimitPath,
+  SAME_CONTROLLER,
+} from './migrations/migration.js';
 import { BodyError, readBody } from './read-body.js';
 import { splitTarget } from './request-target.js';
 import type { UpstreamResponse } from './successor-client.js';
@@ -182,10 +188,12 @@ export async function translate(
     return 'rejected';
   }
   if (!migration.responseDown) {
-    // Only the request line changes: the answer streams back untouched.
+    // Only the request line changes: the answer streams back untouched, but for a 429, which names the
+    // path that was called (rate-limit.json): the legacy client is told its own, as for every migration.
+    const legacyPath = splitTarget(req.url ?? '/').path;
     req.url = up.request.path;
     req.method = up.request.method;
-    forwarder.web(req, res);
+    forwarder.stream(req, res, (body) => renameRateLimitPath({ status: 429, body }, legacyPath)?.body);
     return 'translated';
   }
   const headers = successorRequestHeaders(req.headers, forwarder.host, req.socket, up.request.body);
@@ -214,11 +222,25 @@ export async function translate(
     onUpstream?.(migration.routeId, 'successor', performance.now() - started);
   }
   const down = migration.responseDown(response, up.context);
-  const changed = down.body !== undefined;
+  if (down.body === undefined) {
+    sendBytes(res, down.status, endToEndHeaders(response.headers, SAME_BODY), response.body);
+    return 'translated';
+  }
   // A body the shim wrote is plain: the upstream's length, validator and coding no longer describe it.
-  const outgoing = endToEndHeaders(response.headers, changed ? REWRITTEN_BODY : SAME_BODY);
-  sendBytes(res, down.status, outgoing, down.body ?? response.body);
+  const outgoing = endToEndHeaders(response.headers, REWRITTEN_BODY);
+  const etag = rewrittenEtag(response.headers.etag, down.body);
+  if (etag !== undefined) outgoing.etag = etag;
+  sendBytes(res, down.status, outgoing, down.body);
   return 'translated';
+}
+
+/**
+ * The validator of a body the shim rebuilt: where the upstream's answer carried an ETag, Nango's legacy route
+ * would have sent one computed from the body it sent (Express's default, path-style.json). An empty rebuilt
+ * body is the legacy route's `res.send(undefined)`, which Express sends without one.
+ */
+export function rewrittenEtag(upstreamEtag: string | undefined, body: Buffer): string | undefined {
+  return upstreamEtag === undefined || body.length === 0 ? undefined : weakEtag(body);
 }
 
 const SAME_BODY: ReadonlySet<string> = new Set(['content-length']);

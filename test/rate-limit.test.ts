@@ -1,9 +1,12 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config.js';
+import { weakEtag } from '../src/etag.js';
 import { createLogger } from '../src/logger.js';
 import { createRateLimiter, limitRules, type RateLimiter } from '../src/rate-limit.js';
 import { createRedisConnection, type RedisConnection } from '../src/redis.js';
+import { loadCaptures } from './support/captures.js';
 import { type EchoUpstream, patchLegacyMetadata, startEchoUpstream } from './support/echo-upstream.js';
+import { DEV_KEY, startFakeNango } from './support/fake-nango.js';
 import { HAS_REDIS_SERVER, startTestRedis, type TestRedis } from './support/redis-server.js';
 import { DEFAULTS, type RunningShim, startShim } from './support/shim.js';
 import { within } from './support/upstream.js';
@@ -123,6 +126,75 @@ describe('rate limits with the memory store', () => {
     await patchLegacyMetadata(shim.url, KEY_A);
     await patchLegacyMetadata(shim.url, KEY_A);
     await expect.poll(() => actions).toEqual(['translated 200', 'rate-limited 429']);
+  });
+});
+
+/** rate-limit.json: Nango's own 429, whose body names the method and the path that was called. */
+function captured429(name: string) {
+  const entry = loadCaptures('rate-limit.json').find((candidate) => candidate.name === name);
+  if (!entry?.response) throw new Error(`rate-limit.json has no exchange named ${name}`);
+  return entry.response;
+}
+
+describe("the successor's own 429 on a translated call", () => {
+  async function overBudget(method: string, path: string, body?: string) {
+    const fake = await startFakeNango({ legacyRoutes: false, rateLimit: 1 });
+    const shim = await startShim(fake.url);
+    running.push(fake, shim);
+    const send = () =>
+      fetch(shim.url + path, {
+        method,
+        headers: { authorization: `Bearer ${DEV_KEY}`, 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body }),
+      });
+    const first = await send();
+    await first.arrayBuffer();
+    expect(first.status).not.toBe(429);
+    const limited = await send();
+    const text = await limited.text();
+    expect(fake.requests.at(-1)?.url).toMatch(/^\/connections/);
+    return { status: limited.status, headers: limited.headers, body: text };
+  }
+
+  it('names the legacy path on the streamed migrations, with its length and ETag (rate-limit.json)', async () => {
+    // The capture of the successor's 429, and the legacy route's own naming of the path that was called.
+    const successor = captured429('GET /connections/conn-1 while rate-limited -> 429');
+    expect(successor.body).toBe(
+      '{"error":{"code":"too_many_request","method":"GET","path":"/connections/conn-1"}}',
+    );
+    const legacyBody = successor.body.replace('"/connections/conn-1"', '"/connection/conn-1"');
+    const reply = await overBudget('GET', '/connection/conn-1?provider_config_key=unauth');
+    expect(reply.status).toBe(429);
+    expect(reply.body).toBe(legacyBody);
+    expect(reply.headers.get('content-length')).toBe(String(Buffer.byteLength(legacyBody)));
+    expect(reply.headers.get('etag')).toBe(weakEtag(Buffer.from(legacyBody)));
+    expect(reply.headers.get('retry-after')).not.toBeNull();
+    expect(reply.headers.get('deprecation')).toBe('@1755648000');
+  });
+
+  it.each([
+    ['DELETE', '/connection/conn-2?provider_config_key=unauth', '/connection/conn-2'],
+    ['GET', '/connection?connectionId=conn-1', '/connection'],
+    ['GET', '/Connection/conn-1/?provider_config_key=unauth', '/Connection/conn-1/'],
+  ])('names the path that was called on %s %s', async (method, path, legacyPath) => {
+    const reply = await overBudget(method, path);
+    expect(reply.status).toBe(429);
+    expect(JSON.parse(reply.body)).toEqual({ error: { code: 'too_many_request', method, path: legacyPath } });
+    expect(reply.headers.get('content-length')).toBe(String(Buffer.byteLength(reply.body)));
+    expect(reply.headers.get('etag')).toBe(weakEtag(Buffer.from(reply.body)));
+  });
+
+  it('names the legacy path on the body-style route with the very ETag Nango sent (rate-limit.json)', async () => {
+    const legacy = captured429('PATCH /connection/metadata while rate-limited -> 429');
+    const reply = await overBudget(
+      'PATCH',
+      '/connection/metadata',
+      '{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{"rl":2}}',
+    );
+    expect(reply.status).toBe(429);
+    expect(reply.body).toBe(legacy.body);
+    expect(reply.headers.get('content-length')).toBe(legacy.headers['Content-Length']);
+    expect(reply.headers.get('etag')).toBe(legacy.headers.ETag);
   });
 });
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { CAPTURE_FILES, type CaptureEntry, type CaptureFile } from './support/captures.js';
+import { CAPTURE_FILES, type CaptureEntry, type CaptureFile, sendCapture } from './support/captures.js';
 import { closedAfterEach } from './support/cleanup.js';
 import { type FakeNango, startFakeNango } from './support/fake-nango.js';
-import { replayAndCompare, replayQuietly } from './support/replay.js';
+import { exchanges, replayAndCompare, replayQuietly } from './support/replay.js';
 import { type RunningShim, startShim } from './support/shim.js';
 
 /**
@@ -50,5 +50,26 @@ describe('legacy captures replayed through the shim against a Nango without the 
     // Only methods the shim does not own (PUT, OPTIONS, DELETE) may reach the legacy path.
     expect(legacyAtUpstream.every((r) => !['PATCH', 'POST'].includes(r.method))).toBe(true);
     expect(writes.length).toBeGreaterThan(20);
+  });
+
+  it('sends the ETag Nango sent with every path-style answer it rebuilds (path-style.json)', async () => {
+    fake = track(await startFakeNango({ legacyRoutes: false, seed: false }));
+    shim = track(await startShim(fake.url));
+    for (const earlier of ORDER.slice(0, ORDER.indexOf('path-style.json')))
+      await replayQuietly(shim.url, earlier);
+    const compared: Array<{ entry: string; etag: unknown }> = [];
+    const expected: Array<{ entry: string; etag: unknown }> = [];
+    for (const entry of exchanges('path-style.json')) {
+      const reply = await sendCapture(shim.url, entry);
+      const rebuilt =
+        /^\/connection\/[^/]+\/metadata/i.test(entry.request?.path ?? '') &&
+        [200, 201, 404].includes(entry.response?.status ?? 0);
+      if (!rebuilt) continue;
+      compared.push({ entry: entry.name, etag: reply.headers.etag });
+      expected.push({ entry: entry.name, etag: entry.response?.headers.ETag });
+    }
+    // The echoes (200/201) and the legacy 404s: every one the shim writes itself instead of the successor.
+    expect(compared.length).toBe(13);
+    expect(compared).toEqual(expected);
   });
 });

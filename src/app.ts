@@ -93,6 +93,10 @@ function goneAnswer(migration: Migration, method: string) {
  */
 export function createApp({ configs, logger, openapi, usage, observer, limiter }: AppOptions): App {
   const migrations = createMigrations({ operations: compileOperations(openapi) });
+  // Answers the upstream cut after their head was sent, for the usage line to count them 'failed' rather
+  // than 'client-closed'. Touched only when an answer is cut: a property on the response instead would give
+  // node:http's responses a second hidden class (see passThrough).
+  const cutByUpstream = new WeakSet<ServerResponse>();
 
   function onPassThroughError(
     failure: UpstreamFailure,
@@ -104,8 +108,11 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
       { method: req.method, path: pathOf(req.url ?? '/'), failure, reason: error.message },
       'upstream request failed',
     );
-    if ('writeHead' in res) sendLocalAnswer(res, upstreamFailureAnswer(failure));
-    else sendLocalAnswerOnSocket(res, upstreamFailureAnswer(failure));
+    if ('writeHead' in res) {
+      // Mid-answer, sendLocalAnswer destroys the client's connection: a framed answer cannot end early.
+      if (res.headersSent) cutByUpstream.add(res);
+      sendLocalAnswer(res, upstreamFailureAnswer(failure));
+    } else sendLocalAnswerOnSocket(res, upstreamFailureAnswer(failure));
   }
 
   const forwarder: Forwarder = createForwarder(configs.current.config, onPassThroughError);
@@ -145,8 +152,9 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
     const method = req.method ?? 'GET';
     const path = pathOf(req.url ?? '/');
     res.on('close', () => {
-      // A client that left before any answer was sent gets status 0 and the action 'client-closed'.
-      const answered = res.headersSent;
+      // An answer that did not reach the client whole is no success of the status its head named: status 0,
+      // and 'failed' when the upstream cut it, 'client-closed' when the client left (before or during it).
+      const answered = res.writableFinished;
       const event: UsageEvent = {
         routeId: migration.routeId,
         method,
@@ -156,7 +164,7 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
         status: answered ? res.statusCode : 0,
         durationMs: Math.round((performance.now() - started) * 1000) / 1000,
         stage: route.stage,
-        action: answered ? outcome.action : 'client-closed',
+        action: answered ? outcome.action : cutByUpstream.has(res) ? 'failed' : 'client-closed',
         at: Date.now(),
       };
       if (outcome.validation && answered) {

@@ -131,6 +131,25 @@ function isSmallRateLimitAnswer(proxyRes: IncomingMessage, method: string | unde
   );
 }
 
+/**
+ * An upstream answer that ends before its framing says it is whole (RFC 9112 §6.3: fewer bytes than its
+ * Content-Length, or no last chunk) because the upstream closed or reset the connection. http-proxy-3 pipes
+ * the answer into the client's response and listens for nothing on it: on a reset the request's own `error`
+ * reached the per-call callback, but on a plain close node:http only destroys the answer, and the client's
+ * connection stayed open for ever with a short body, the response in flight and nothing logged.
+ *
+ * node:http emits the answer's `aborted` error (ECONNRESET) only when it has an `error` listener; this one
+ * hands it to the upstream request, whose `error` http-proxy-3 routes to the call's own callback with the
+ * client's req and res (handleProxyError: logged as `lost`, and the client's connection destroyed, the only
+ * way to tell it the framed body is cut, RFC 9112 §8). Where the client's socket is already gone (it left,
+ * or a reset was already reported through the request), http-proxy-3 takes an ECONNRESET as `econnreset`,
+ * so nothing is reported twice. Cost per pass-through request: adding this one listener to the upstream
+ * answer (no allocation of ours); it runs only when an answer is cut.
+ */
+function reportCutAnswer(this: IncomingMessage, error: Error): void {
+  (this as IncomingMessage & { req?: http.ClientRequest }).req?.emit('error', error);
+}
+
 export function createForwarder(config: Config, onPassThroughError: PassThroughErrorHandler): Forwarder {
   const target = new URL(config.upstream.url);
   const secure = target.protocol === 'https:';
@@ -187,7 +206,11 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   };
   const proxy = createProxyServer(proxyOptions);
   // The answer's connection is the client's: keep-alive unless it or the draining server said otherwise.
-  proxy.on('proxyRes', (proxyRes, _req, res) => setAnswerConnection(proxyRes.headers, res.shouldKeepAlive));
+  proxy.on('proxyRes', (proxyRes, _req, res) => {
+    setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
+    // One listener per upstream answer, a shared function: no closure, no timer. See reportCutAnswer.
+    proxyRes.on('error', reportCutAnswer);
+  });
   const handleProxyError = (error: Error, req: IncomingMessage, res: ServerResponse | Duplex) => {
     onPassThroughError(classifyFailure(error, false), error, req, res);
   };
@@ -201,6 +224,8 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   const rateLimitRewrites = new WeakMap<IncomingMessage, RateLimitRewrite>();
   streamed.on('proxyRes', (proxyRes, req, res) => {
     setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
+    // An answer the upstream cuts is reported and cuts the client's, streamed or read whole: reportCutAnswer.
+    proxyRes.on('error', reportCutAnswer);
     const rewrite = rateLimitRewrites.get(req);
     const copyHead = () => {
       for (const pass of COPY_ANSWER_HEAD) pass(req, res, proxyRes, streamedOptions);
@@ -212,8 +237,6 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     }
     const chunks: Buffer[] = [];
     proxyRes.on('data', (chunk: Buffer) => chunks.push(chunk));
-    // The upstream broke off mid-answer: the client's answer is broken off too, as a streamed one would be.
-    proxyRes.on('error', () => res.destroy());
     proxyRes.on('end', () => {
       const body = Buffer.concat(chunks);
       const rewritten = rewrite(body);

@@ -104,7 +104,8 @@ export function createMetrics({ configs }: MetricsOptions): Metrics {
     },
     observer: {
       passThrough(req, res, durationMs) {
-        passThroughCell(req.method ?? 'GET', res.headersSent ? res.statusCode : 0).value += 1;
+        // An answer cut short (by the upstream or the client) counts as 0xx, never as the status its head named.
+        passThroughCell(req.method ?? 'GET', res.writableFinished ? res.statusCode : 0).value += 1;
         upstreamDuration.observe(passThroughDuration, durationMs / 1000);
       },
       upstream(routeId, target, durationMs) {

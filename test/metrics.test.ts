@@ -109,22 +109,27 @@ describe('createMetrics', () => {
   it('counts pass-through requests by method and status class, and times them', async () => {
     const metrics = metricsWith();
     const req = { method: 'GET' } as IncomingMessage;
-    const answered = (statusCode: number) => ({ statusCode, headersSent: true }) as ServerResponse;
+    const answered = (statusCode: number) =>
+      ({ statusCode, headersSent: true, writableFinished: true }) as ServerResponse;
     metrics.observer.passThrough(req, answered(200), 5);
     metrics.observer.passThrough(req, answered(204), 5);
     metrics.observer.passThrough({ method: 'POST' } as IncomingMessage, answered(502), 5);
     // The client went away before any answer.
-    metrics.observer.passThrough(req, { statusCode: 200, headersSent: false } as ServerResponse, 5);
+    const unanswered = { statusCode: 200, headersSent: false, writableFinished: false };
+    metrics.observer.passThrough(req, unanswered as ServerResponse, 5);
+    // A 200 whose body was cut (the upstream died mid-answer, or the client left): never a 2xx.
+    const cut = { statusCode: 200, headersSent: true, writableFinished: false };
+    metrics.observer.passThrough(req, cut as ServerResponse, 5);
     const text = await metrics.render();
     expect(sample(text, 'nango_shim_passthrough_requests_total{method="GET",status_class="2xx"}')).toBe(2);
     expect(sample(text, 'nango_shim_passthrough_requests_total{method="POST",status_class="5xx"}')).toBe(1);
-    expect(sample(text, 'nango_shim_passthrough_requests_total{method="GET",status_class="0xx"}')).toBe(1);
+    expect(sample(text, 'nango_shim_passthrough_requests_total{method="GET",status_class="0xx"}')).toBe(2);
     expect(
       sample(
         text,
         'nango_shim_upstream_request_duration_seconds_count{route="passthrough",target="passthrough"}',
       ),
-    ).toBe(4);
+    ).toBe(5);
   });
 
   it('counts dropped ledger updates and exposes the process metrics', async () => {

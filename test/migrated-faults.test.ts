@@ -476,3 +476,78 @@ describe('a write whose body did not arrive whole', () => {
     },
   );
 });
+
+describe('a streamed answer the upstream cuts halfway', () => {
+  /** 200 with a Content-Length of 100 or chunked, four bytes of body, then a close (FIN, no reset). */
+  const cutAnswer =
+    (framing: 'content-length' | 'chunked'): RequestFault =>
+    (_req, res) => {
+      res.writeHead(200, {
+        ...JSON_TYPE,
+        ...(framing === 'content-length' ? { 'content-length': 100 } : {}),
+      });
+      res.write('{"co', () => res.socket?.destroy());
+    };
+  const write = `PATCH /connection/metadata HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: ${BODY.length}`;
+  type Case = [string, string, string, Record<string, unknown>, 'content-length' | 'chunked'];
+  const cases: Case[] = [
+    [
+      'GET /connection/:id translated',
+      'GET /connection/conn-1?provider_config_key=unauth HTTP/1.1',
+      'connection-get',
+      {},
+      'content-length',
+    ],
+    ['GET /connection translated', 'GET /connection HTTP/1.1', 'connection-list', {}, 'chunked'],
+    [
+      'DELETE /connection/:id translated',
+      'DELETE /connection/conn-1?provider_config_key=unauth HTTP/1.1',
+      'connection-delete',
+      {},
+      'content-length',
+    ],
+    [
+      'a write in the passthrough stage',
+      write,
+      'connection-metadata',
+      { stage: 'passthrough' },
+      'content-length',
+    ],
+    ['a write in the validate stage', write, 'connection-metadata', { stage: 'validate' }, 'chunked'],
+    [
+      'a write passed through in the canary stage',
+      write,
+      'connection-metadata',
+      { stage: 'canary', canaryPercent: 0 },
+      'content-length',
+    ],
+  ];
+
+  it.each(cases)(
+    'closes the client’s connection on %s, logs it and records it as failed',
+    async (_name, head, routeId, route, framing) => {
+      const { shim, upstream } = await setUp(undefined, { routes: { [routeId]: route } });
+      upstream.nextRequest(cutAnswer(framing));
+      const body = head.startsWith('PATCH') ? BODY : '';
+
+      // Keep-alive: a connection the shim left open would hang the client past this bound.
+      const reply = await exchangeRaw(
+        shim.url,
+        `${head}\r\nHost: shim\r\nAuthorization: Bearer ${DEV_KEY}\r\n\r\n${body}`,
+        { timeoutMs: 3_000 },
+      );
+
+      expect(reply.status).toBe(200);
+      expect(reply.closed).toBe(true);
+      expect(upstream.requests).toHaveLength(1);
+      // Status 0: the answer never reached the client whole, whatever its head said.
+      await expect
+        .poll(() => shim.logs().find((line) => line.msg === 'deprecated endpoint called'))
+        .toMatchObject({ route: routeId, status: 0, action: 'failed' });
+      expect(shim.logs()).toContainEqual(
+        expect.objectContaining({ msg: 'upstream request failed', failure: 'lost' }),
+      );
+      expect(shim.shim.inFlight()).toBe(0);
+    },
+  );
+});

@@ -1,6 +1,8 @@
 import http from 'node:http';
 import { describe, expect, it } from 'vitest';
+import { createMetrics, type Metrics } from '../src/metrics.js';
 import { closedAfterEach } from './support/cleanup.js';
+import { exchangeRaw } from './support/raw-http.js';
 import { type RunningShim, startShim } from './support/shim.js';
 import {
   closedPort,
@@ -187,10 +189,74 @@ describe('an upstream that breaks the connection', () => {
     await expect(within(5_000, 'cut answer', request(shim.url, { path: '/files/1' }))).rejects.toThrow(
       /aborted|incomplete|ECONNRESET|socket hang up/,
     );
-    expect(shim.logs()).toContainEqual(
-      expect.objectContaining({ msg: 'upstream request failed', failure: 'lost', path: '/files/1' }),
-    );
+    // Reported once: the reset reaches the request's own error, and the cut answer is the same failure.
+    await expect
+      .poll(() => shim.logs().filter((line) => line.msg === 'upstream request failed'))
+      .toEqual([expect.objectContaining({ failure: 'lost', path: '/files/1' })]);
     await expectNextRequestHealthy(shim.url);
+  });
+});
+
+/** Answers 200 with `headers` and four bytes of the body, then closes its connection: a FIN, no reset. */
+function closesMidAnswer(headers: http.OutgoingHttpHeaders): UpstreamHandler {
+  return (req, res) => {
+    req.resume();
+    res.writeHead(200, { 'content-type': 'application/octet-stream', ...headers });
+    res.write('half', () => req.socket.destroy());
+  };
+}
+
+describe('an upstream that closes its connection in the middle of an answer', () => {
+  const framings: Array<[string, http.OutgoingHttpHeaders]> = [
+    ['a content-length answer', { 'content-length': '100' }],
+    ['a chunked answer without its last chunk', {}],
+  ];
+
+  it.each(framings)(
+    'closes the client’s connection at once after %s, logs it and counts no 200',
+    async (_name, headers) => {
+      let metrics: Metrics | undefined;
+      upstream = track(await startUpstream(firstThen(closesMidAnswer(headers))));
+      shim = track(
+        await startShim(upstream.url, { upstream: { timeoutMs: TIMEOUT_MS } }, [], ({ configs }) => {
+          metrics = createMetrics({ configs });
+          return { observer: metrics.observer };
+        }),
+      );
+
+      // A keep-alive request: a connection the shim left open would hang the client (3 s is ten times
+      // upstream.timeoutMs here).
+      const reply = await exchangeRaw(shim.url, 'GET /files/1 HTTP/1.1\r\nHost: a\r\n\r\n', {
+        timeoutMs: 3_000,
+      });
+
+      // RFC 9112 §8: the close is the client's only sign that the body it got is cut.
+      expect(reply.status).toBe(200);
+      expect(reply.text).toContain('half');
+      expect(reply.closed).toBe(true);
+      expect(shim.logs().filter((line) => line.msg === 'upstream request failed')).toEqual([
+        expect.objectContaining({ failure: 'lost', path: '/files/1' }),
+      ]);
+      await expect.poll(() => shim?.shim.inFlight()).toBe(0);
+      const rendered = (await metrics?.render()) ?? '';
+      expect(rendered).toContain('nango_shim_passthrough_requests_total{method="GET",status_class="0xx"} 1');
+      expect(rendered).not.toContain(
+        'nango_shim_passthrough_requests_total{method="GET",status_class="2xx"}',
+      );
+      await expectNextRequestHealthy(shim.url);
+    },
+  );
+
+  it('leaves nothing in flight for a shutdown to wait for', async () => {
+    const { shim } = await through(closesMidAnswer({ 'content-length': '100' }));
+    const reply = exchangeRaw(shim.url, 'GET /providers HTTP/1.1\r\nHost: a\r\n\r\n', { timeoutMs: 3_000 });
+    await expect.poll(() => shim.logText()).toContain('upstream request failed');
+
+    // Clean (true) well within the grace period, instead of cutting a response left open at its end.
+    const started = performance.now();
+    expect(await shim.shim.drain(2_000)).toBe(true);
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect((await reply).closed).toBe(true);
   });
 });
 

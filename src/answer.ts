@@ -42,14 +42,20 @@ export function sendBytes(
  * The same answer on a raw socket, for an upgrade request that failed before the upstream switched
  * protocols: the client gets a real HTTP status instead of a dropped connection.
  */
-export function sendLocalAnswerOnSocket(socket: Duplex, answer: LocalAnswer): void {
+export function sendLocalAnswerOnSocket(
+  socket: Duplex,
+  answer: LocalAnswer,
+  extraHeaders: Readonly<Record<string, string>> = {},
+): void {
   if (!socket.writable || socket.writableEnded) {
     socket.destroy();
     return;
   }
   const body = JSON.stringify(answer.body);
+  let extra = '';
+  for (const name in extraHeaders) extra += `${name}: ${extraHeaders[name]}\r\n`;
   socket.end(
-    `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status] ?? ''}\r\nContent-Type: ${JSON_TYPE}\r\n` +
+    `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status] ?? ''}\r\n${extra}Content-Type: ${JSON_TYPE}\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
 }

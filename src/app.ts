@@ -7,7 +7,7 @@ import { fingerprintOf } from './api-key.js';
 import type { ActiveConfig, RouteConfig, RouteId } from './config.js';
 import { chooseRoute, type RouteDecision } from './cutover.js';
 import { deprecationHeaders } from './deprecation-headers.js';
-import { errorAnswer } from './errors.js';
+import { errorAnswer, type LocalAnswer } from './errors.js';
 import { createForwarder, type Forwarder } from './forward.js';
 import { checkTranslation, readLegacyBody, translate, upstreamFailureAnswer } from './migrate.js';
 import { createMigrations, matchMigration } from './migrations/index.js';
@@ -64,6 +64,28 @@ export interface App {
 }
 
 const INVALID_TARGET = errorAnswer('invalidRequestTarget', { message: 'The request target must be a path.' });
+const UPGRADE_METHOD_NOT_ALLOWED = errorAnswer('upgradeMethodNotAllowed', {
+  message: 'Only a GET request can upgrade its connection, and only to a WebSocket.',
+});
+const UNSUPPORTED_UPGRADE = errorAnswer('unsupportedUpgrade', {
+  message: 'A connection can only be upgraded to a WebSocket.',
+});
+/** RFC 9110 §15.5.6: a 405 names the methods that are allowed; an upgrade is accepted on a GET only. */
+const ALLOW_GET = { allow: 'GET' } as const;
+
+/**
+ * The answer to an upgrade the shim will not tunnel, or undefined for a WebSocket handshake (a GET with
+ * `Upgrade: websocket`, the very test http-proxy-3 applies before it drops anything else without a byte).
+ * Nango is a node server whose `ws` WebSocketServer takes every upgrade and refuses the rest with an HTTP
+ * error, never running the route: 405 for a method other than GET, then 400 for an Upgrade other than
+ * websocket (ws's abortHandshake). The shim answers with the same statuses in Nango's error shape. An h2c
+ * upgrade (`curl --http2` over cleartext) is such a request: RFC 9113 §3.1 deprecates that upgrade.
+ */
+function refuseUpgrade(req: IncomingMessage): LocalAnswer | undefined {
+  if (req.method !== 'GET') return UPGRADE_METHOD_NOT_ALLOWED;
+  if (req.headers.upgrade?.toLowerCase() !== 'websocket') return UNSUPPORTED_UPGRADE;
+  return undefined;
+}
 
 /** Rewrites `req.url` to origin form; false when the target has none (the caller answers 400). */
 function toOriginForm(req: IncomingMessage): boolean {
@@ -275,12 +297,26 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
     else passThrough(req, res);
   }
 
+  /** The refusal on the raw socket; on a deprecated route it carries the deprecation headers, as every answer. */
+  function refuseUpgradeOnSocket(req: IncomingMessage, socket: Duplex, refusal: LocalAnswer): void {
+    const found = matchMigration(migrations, req.method ?? 'GET', pathOf(req.url ?? '/'));
+    const headers: Record<string, string> = refusal === UPGRADE_METHOD_NOT_ALLOWED ? { ...ALLOW_GET } : {};
+    if (found)
+      Object.assign(headers, deprecationHeaders(configs.current.config.routes[found.migration.routeId]));
+    sendLocalAnswerOnSocket(socket, refusal, headers);
+  }
+
   return {
     migrations,
     handleRequest: dispatch,
     handleUpgrade(req, socket, head) {
       if (!toOriginForm(req)) {
         sendLocalAnswerOnSocket(socket, INVALID_TARGET);
+        return;
+      }
+      const refusal = refuseUpgrade(req);
+      if (refusal) {
+        refuseUpgradeOnSocket(req, socket, refusal);
         return;
       }
       forwarder.ws(req, socket, head);

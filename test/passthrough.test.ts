@@ -3,6 +3,7 @@ import http, { type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { closedAfterEach } from './support/cleanup.js';
+import { exchangeRaw } from './support/raw-http.js';
 import { type RunningShim, startShim } from './support/shim.js';
 import {
   digest,
@@ -579,5 +580,51 @@ describe('WebSocket upgrades', () => {
     } finally {
       socket.destroy();
     }
+  });
+
+  // Nango's `ws` WebSocketServer takes every upgrade and refuses what is not a WebSocket handshake with an
+  // HTTP error (405 for a method other than GET, then 400 for another Upgrade), never running the route.
+  // http-proxy-3 alone would close the connection without a byte.
+  it('answers 400 unsupported_upgrade to an h2c upgrade (curl --http2) and never forwards it', async () => {
+    const { upstream, shim } = await through((_req, res) => res.end('routed'));
+
+    const reply = await exchangeRaw(
+      shim.url,
+      'GET /providers HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n' +
+        'HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n',
+      { timeoutMs: 2_000 },
+    );
+
+    expect(reply.status).toBe(400);
+    expect(reply.closed).toBe(true);
+    expect(JSON.parse(reply.text.slice(reply.text.indexOf('\r\n\r\n') + 4))).toEqual({
+      error: { code: 'unsupported_upgrade', message: expect.any(String) },
+    });
+    expect(upstream.requests).toEqual([]);
+  });
+
+  it('answers 405 method_not_allowed with Allow: GET to an upgrade on another method, deprecated route included', async () => {
+    const { upstream, shim } = await through((_req, res) => res.end('routed'), undefined, {
+      routes: { 'connection-metadata': { stage: 'gone' } },
+    });
+
+    const reply = await exchangeRaw(
+      shim.url,
+      'PATCH /connection/metadata HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+        'Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}',
+      { timeoutMs: 2_000 },
+    );
+
+    expect(reply.status).toBe(405);
+    expect(reply.closed).toBe(true);
+    const head = reply.text.slice(0, reply.text.indexOf('\r\n\r\n')).toLowerCase();
+    expect(head).toContain('\r\nallow: get\r\n');
+    // Every answer on a deprecated route says so (RFC 9745, RFC 8594), this one too.
+    expect(head).toMatch(/\r\ndeprecation: @\d+\r\n/);
+    expect(head).toContain('\r\nsunset: ');
+    expect(JSON.parse(reply.text.slice(reply.text.indexOf('\r\n\r\n') + 4))).toEqual({
+      error: { code: 'method_not_allowed', message: expect.any(String) },
+    });
+    expect(upstream.requests).toEqual([]);
   });
 });

@@ -329,7 +329,8 @@ export function listEnvOverrides(): Array<{ name: string; key: string }> {
   return ENV_OVERRIDES.map(({ name, path }) => ({ name, key: path.join('.') }));
 }
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
+/** A JSON object: not null, not an array. */
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 

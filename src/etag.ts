@@ -9,3 +9,12 @@ export function weakEtag(body: Buffer): string {
   const hash = createHash('sha1').update(body).digest('base64').slice(0, 27);
   return `W/"${body.length.toString(16)}-${hash}"`;
 }
+
+/**
+ * The validator of a body the shim rebuilt: where the upstream's answer carried an ETag, Nango's legacy route
+ * would have sent one computed from the body it sent (Express's default, path-style.json). An empty rebuilt
+ * body is the legacy route's `res.send(undefined)`, which Express sends without one.
+ */
+export function rewrittenEtag(upstreamEtag: string | undefined, body: Buffer): string | undefined {
+  return upstreamEtag === undefined || body.length === 0 ? undefined : weakEtag(body);
+}

@@ -5,7 +5,7 @@ import { type Duplex, Readable } from 'node:stream';
 import { createProxyServer, type ServerOptions } from 'http-proxy-3';
 import { OUTGOING_PASSES } from 'http-proxy-3/dist/lib/http-proxy/passes/web-outgoing.js';
 import type { Config } from './config.js';
-import { weakEtag } from './etag.js';
+import { rewrittenEtag } from './etag.js';
 import { createSuccessorClient, type UpstreamRequest, type UpstreamResponse } from './successor-client.js';
 import { classifyFailure, timeoutError, type UpstreamFailure } from './upstream-failure.js';
 import { fieldTokens, setForwardedHeaders } from './upstream-headers.js';
@@ -246,7 +246,8 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
         return;
       }
       res.setHeader('content-length', rewritten.length);
-      if (proxyRes.headers.etag !== undefined) res.setHeader('etag', weakEtag(rewritten));
+      const etag = rewrittenEtag(proxyRes.headers.etag, rewritten);
+      if (etag !== undefined) res.setHeader('etag', etag);
       res.end(rewritten);
     });
   });

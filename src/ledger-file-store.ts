@@ -2,7 +2,7 @@ import { mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { ROUTE_IDS, STAGES } from './config.js';
+import { isPlainObject, ROUTE_IDS, STAGES } from './config.js';
 import { entryKey, type LedgerEntry, type LedgerStore, mergeEntries, mergeEntry } from './ledger.js';
 import { ANONYMOUS, OTHER_CONSUMERS, STATUS_CLASSES, UNAUTHENTICATED } from './usage.js';
 
@@ -34,10 +34,6 @@ const ENTRY_KEYS: ReadonlyArray<keyof LedgerEntry> = [
   'stage',
 ];
 const FILE_KEYS: ReadonlyArray<keyof LedgerFile> = ['format', 'written_at', 'entries'];
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 function isTime(value: unknown): value is number {
   return Number.isSafeInteger(value) && (value as number) >= 0 && (value as number) <= MAX_TIME_MS;

@@ -3,7 +3,7 @@ import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { sendBytes, sendLocalAnswer } from './answer.js';
 import type { RouteId } from './config.js';
 import { errorAnswer, type LocalAnswer } from './errors.js';
-import { weakEtag } from './etag.js';
+import { rewrittenEtag } from './etag.js';
 import type { Forwarder } from './forward.js';
 import {
   type LegacyRequest,
@@ -232,15 +232,6 @@ export async function translate(
   if (etag !== undefined) outgoing.etag = etag;
   sendBytes(res, down.status, outgoing, down.body);
   return 'translated';
-}
-
-/**
- * The validator of a body the shim rebuilt: where the upstream's answer carried an ETag, Nango's legacy route
- * would have sent one computed from the body it sent (Express's default, path-style.json). An empty rebuilt
- * body is the legacy route's `res.send(undefined)`, which Express sends without one.
- */
-export function rewrittenEtag(upstreamEtag: string | undefined, body: Buffer): string | undefined {
-  return upstreamEtag === undefined || body.length === 0 ? undefined : weakEtag(body);
 }
 
 const SAME_BODY: ReadonlySet<string> = new Set(['content-length']);

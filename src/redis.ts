@@ -89,7 +89,10 @@ export function createRedisConnection({
   const listeners: Array<() => void> = [];
   // `ready` and `failed` of whichever client is the current one, for `whenReady`.
   const events = new EventEmitter();
-  const inFlight = new Set<Promise<unknown>>();
+  // Commands sent and not yet answered or timed out, for close(). A count, not a Set of promises: a Set
+  // churned at command rate keeps finished entries alive through young-generation GCs (live-list.ts).
+  let pending = 0;
+  let onDrained: (() => void) | undefined;
   let unavailable = false;
   let closed = false;
 
@@ -143,26 +146,32 @@ export function createRedisConnection({
     sendCommand(args, timeoutMs = DEFAULT_COMMAND_TIMEOUT_MS) {
       if (closed) return Promise.reject(new Error('redis connection closed'));
       const sentOn = client;
-      const answer = new Promise<unknown>((resolve, reject) => {
+      pending += 1;
+      return new Promise<unknown>((resolve, reject) => {
+        let open = true;
+        // The first of the answer, its error and the deadline settles the command; the others are late.
+        const settle = (): boolean => {
+          if (!open) return false;
+          open = false;
+          clearTimeout(timer);
+          pending -= 1;
+          if (pending === 0) onDrained?.();
+          return true;
+        };
         const timer = setTimeout(() => {
+          if (!settle()) return;
           reject(new Error(`redis gave no answer in ${timeoutMs} ms`));
           replace(sentOn, timeoutMs);
         }, timeoutMs);
         sentOn.sendCommand(args).then(
           (reply) => {
-            clearTimeout(timer);
-            resolve(reply);
+            if (settle()) resolve(reply);
           },
           (error: unknown) => {
-            clearTimeout(timer);
-            reject(error);
+            if (settle()) reject(error);
           },
         );
       });
-      inFlight.add(answer);
-      const settled = () => inFlight.delete(answer);
-      answer.then(settled, settled);
-      return answer;
     },
     get ready() {
       return client.isReady;
@@ -196,7 +205,11 @@ export function createRedisConnection({
       closed = true;
       // A clean close waits for the answers still due; each comes within its deadline or the connection is
       // dropped (and not reopened), so a hung Redis holds the shutdown no longer than one deadline.
-      await Promise.allSettled(inFlight);
+      if (pending > 0) {
+        await new Promise<void>((resolve) => {
+          onDrained = resolve;
+        });
+      }
       if (client.isReady) await client.close();
       else if (client.isOpen) client.destroy();
     },

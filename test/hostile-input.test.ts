@@ -3,7 +3,7 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
-import { answerCount, exchangeRaw, statusOf } from './support/raw-http.js';
+import { answerCount, exchangeRaw, jsonBodyOf, statusOf } from './support/raw-http.js';
 import { type RunningShim, startShim } from './support/shim.js';
 import { listen, type RawResponse, request } from './support/upstream.js';
 
@@ -382,7 +382,7 @@ describe('oversized and numerous headers', () => {
       expect(fake.requests).toHaveLength(1);
     } else {
       expect(exchange.status).toBe(431);
-      expect(JSON.parse(exchange.text.slice(exchange.text.indexOf('\r\n\r\n') + 4))).toEqual({
+      expect(jsonBodyOf(exchange.text)).toEqual({
         error: { code: 'request_header_fields_too_large', message: 'The request headers are too large.' },
       });
       expect(fake.requests).toEqual([]);

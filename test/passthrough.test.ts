@@ -3,7 +3,7 @@ import http, { type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { closedAfterEach } from './support/cleanup.js';
-import { exchangeRaw } from './support/raw-http.js';
+import { exchangeRaw, jsonBodyOf } from './support/raw-http.js';
 import { type RunningShim, startShim } from './support/shim.js';
 import {
   digest,
@@ -597,7 +597,7 @@ describe('WebSocket upgrades', () => {
 
     expect(reply.status).toBe(400);
     expect(reply.closed).toBe(true);
-    expect(JSON.parse(reply.text.slice(reply.text.indexOf('\r\n\r\n') + 4))).toEqual({
+    expect(jsonBodyOf(reply.text)).toEqual({
       error: { code: 'unsupported_upgrade', message: expect.any(String) },
     });
     expect(upstream.requests).toEqual([]);
@@ -622,7 +622,7 @@ describe('WebSocket upgrades', () => {
     // Every answer on a deprecated route says so (RFC 9745, RFC 8594), this one too.
     expect(head).toMatch(/\r\ndeprecation: @\d+\r\n/);
     expect(head).toContain('\r\nsunset: ');
-    expect(JSON.parse(reply.text.slice(reply.text.indexOf('\r\n\r\n') + 4))).toEqual({
+    expect(jsonBodyOf(reply.text)).toEqual({
       error: { code: 'method_not_allowed', message: expect.any(String) },
     });
     expect(upstream.requests).toEqual([]);

@@ -61,6 +61,11 @@ export function statusOf(text: string): number {
   return match ? Number(match[1]) : 0;
 }
 
+/** The body of the first answer in `text`, parsed as JSON. */
+export function jsonBodyOf(text: string): unknown {
+  return JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4));
+}
+
 /** The number of HTTP answers in `text` (status lines). */
 export function answerCount(text: string): number {
   return text.match(/HTTP\/1\.1 \d{3} /g)?.length ?? 0;

@@ -101,6 +101,14 @@ export function tooManyRequestsAnswer(method: string, path: string, message: str
 }
 
 /**
+ * Nango's own 429 body, as its rate limiter sends it: `{error: {code, method: req.method, path: req.path}}`
+ * (rate-limit.json). For a HEAD answer, whose body is never sent but whose length and ETag describe it.
+ */
+export function nangoTooManyRequestsBody(method: string, path: string): ErrorBody {
+  return { error: { code: CATALOGUE.tooManyRequests.code, method, path } };
+}
+
+/**
  * Nango's generic error handler for an exception it did not expect: 500 with a fresh id each time, in
  * NangoError's key order (path-style.json "PATCH path-style missing provider_config_key").
  */

@@ -5,7 +5,7 @@ import { type Duplex, Readable } from 'node:stream';
 import { createProxyServer, type ServerOptions } from 'http-proxy-3';
 import { OUTGOING_PASSES } from 'http-proxy-3/dist/lib/http-proxy/passes/web-outgoing.js';
 import type { Config } from './config.js';
-import { rewrittenEtag } from './etag.js';
+import { rewrittenEtag, weakEtag } from './etag.js';
 import { createSuccessorClient, type UpstreamRequest, type UpstreamResponse } from './successor-client.js';
 import { classifyFailure, timeoutError, type UpstreamFailure } from './upstream-failure.js';
 import { fieldTokens, setForwardedHeaders } from './upstream-headers.js';
@@ -25,10 +25,11 @@ export interface Forwarder {
   web(req: IncomingMessage, res: ServerResponse, body?: Buffer): void;
   /**
    * Streams a translated call whose answer is the successor's own (only the request line changed), as web()
-   * does, except a small 429: it is read whole and sent with the body `rewriteRateLimited` gives instead
-   * (Nango's 429 names the path that was called, rate-limit.json), with its length and ETag to match.
+   * does, except a small 429: it is read whole and sent with the body `rename` gives instead (Nango's 429
+   * names the path that was called, rate-limit.json), with its length and ETag to match; a HEAD 429 gets the
+   * length and ETag of the renamed body it stands for.
    */
-  stream(req: IncomingMessage, res: ServerResponse, rewriteRateLimited: RateLimitRewrite): void;
+  stream(req: IncomingMessage, res: ServerResponse, rename: RateLimitRename): void;
   /** Passes a WebSocket upgrade through. */
   ws(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   /** One buffered exchange, for translated calls. Never retried: a write may have been applied. */
@@ -38,8 +39,13 @@ export interface Forwarder {
   close(): void;
 }
 
-/** The body a 429 is sent with instead of its own; undefined keeps the upstream's bytes. */
-export type RateLimitRewrite = (body: Buffer) => Buffer | undefined;
+/** How a streamed translation renames the upstream's 429 for the legacy client. */
+export interface RateLimitRename {
+  /** The body a 429 is sent with instead of its own; undefined keeps the upstream's bytes. */
+  body(body: Buffer): Buffer | undefined;
+  /** On a HEAD: the body the upstream's 429 would have had, which its Content-Length and ETag describe. */
+  headBody?: Buffer | undefined;
+}
 
 const NO_OPTIONS = Object.freeze({});
 /** A 429 at most this long is read whole on a streamed translation (Nango's is under 100 bytes). */
@@ -119,7 +125,7 @@ function armAnswerTimeouts(agent: http.Agent, timeoutMs: number, agentTimeoutMs:
 
 /**
  * A 429 small enough to read whole: a declared length within the limit, no content coding (its JSON is
- * renamed as it is), and a body at all (HEAD has none to rename; it streams as it is).
+ * renamed as it is), and a body at all (HEAD has none to read: see describeRenamedHead).
  */
 function isSmallRateLimitAnswer(proxyRes: IncomingMessage, method: string | undefined): boolean {
   if (proxyRes.statusCode !== 429 || method === 'HEAD') return false;
@@ -129,6 +135,24 @@ function isSmallRateLimitAnswer(proxyRes: IncomingMessage, method: string | unde
     length <= MAX_REWRITTEN_429_BYTES &&
     proxyRes.headers['content-encoding'] === undefined
   );
+}
+
+/**
+ * RFC 9110 §9.3.2: a HEAD answer carries the header fields a GET would have, and Express computes its
+ * Content-Length and ETag from the body it then leaves out (connection-get.json "HEAD /connections/conn-1":
+ * 539 bytes, as the GET). A HEAD 429 whose length and ETag describe the successor's own 429 body is given those
+ * of the body renamed for the legacy path, as the legacy route's Express sent; any other HEAD 429 keeps its own.
+ */
+function describeRenamedHead(res: ServerResponse, proxyRes: IncomingMessage, rename: RateLimitRename): void {
+  const described = rename.headBody;
+  if (described === undefined || Number(proxyRes.headers['content-length']) !== described.length) return;
+  const etag = proxyRes.headers.etag;
+  if (etag !== undefined && etag !== weakEtag(described)) return;
+  const renamed = rename.body(described);
+  if (renamed === undefined) return;
+  res.setHeader('content-length', renamed.length);
+  const renamedEtag = rewrittenEtag(etag, renamed);
+  if (renamedEtag !== undefined) res.setHeader('etag', renamedEtag);
 }
 
 /**
@@ -221,17 +245,19 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   // read before anything is sent. Pass-through keeps the first, with no per-answer check of its own.
   const streamedOptions: ServerOptions = { ...proxyOptions, selfHandleResponse: true };
   const streamed = createProxyServer(streamedOptions);
-  const rateLimitRewrites = new WeakMap<IncomingMessage, RateLimitRewrite>();
+  const rateLimitRenames = new WeakMap<IncomingMessage, RateLimitRename>();
   streamed.on('proxyRes', (proxyRes, req, res) => {
     setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
     // An answer the upstream cuts is reported and cuts the client's, streamed or read whole: reportCutAnswer.
     proxyRes.on('error', reportCutAnswer);
-    const rewrite = rateLimitRewrites.get(req);
+    const rename = rateLimitRenames.get(req);
     const copyHead = () => {
       for (const pass of COPY_ANSWER_HEAD) pass(req, res, proxyRes, streamedOptions);
     };
-    if (rewrite === undefined || !isSmallRateLimitAnswer(proxyRes, req.method)) {
+    if (rename === undefined || !isSmallRateLimitAnswer(proxyRes, req.method)) {
       copyHead();
+      if (rename !== undefined && proxyRes.statusCode === 429 && req.method === 'HEAD')
+        describeRenamedHead(res, proxyRes, rename);
       proxyRes.pipe(res);
       return;
     }
@@ -239,7 +265,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     proxyRes.on('data', (chunk: Buffer) => chunks.push(chunk));
     proxyRes.on('end', () => {
       const body = Buffer.concat(chunks);
-      const rewritten = rewrite(body);
+      const rewritten = rename.body(body);
       copyHead();
       if (rewritten === undefined) {
         res.end(body);
@@ -285,10 +311,10 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
         handleProxyError,
       );
     },
-    stream(req, res, rewriteRateLimited) {
+    stream(req, res, rename) {
       dropRequestConnectionOptions(req.headers);
       addressToUpstream(req);
-      rateLimitRewrites.set(req, rewriteRateLimited);
+      rateLimitRenames.set(req, rename);
       streamed.web(req, res, NO_OPTIONS, handleProxyError);
     },
     ws(req, socket, head) {

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { sendBytes, sendLocalAnswer } from './answer.js';
 import type { RouteId } from './config.js';
-import { errorAnswer, type LocalAnswer } from './errors.js';
+import { errorAnswer, type LocalAnswer, nangoTooManyRequestsBody } from './errors.js';
 import { rewrittenEtag } from './etag.js';
 import type { Forwarder } from './forward.js';
 import {
@@ -193,7 +193,14 @@ export async function translate(
     const legacyPath = splitTarget(req.url ?? '/').path;
     req.url = up.request.path;
     req.method = up.request.method;
-    forwarder.stream(req, res, (body) => renameRateLimitPath({ status: 429, body }, legacyPath)?.body);
+    forwarder.stream(req, res, {
+      body: (body) => renameRateLimitPath({ status: 429, body }, legacyPath)?.body,
+      // Nango's 429 names req.method and req.path: on a HEAD, the successor's body is known without reading it.
+      headBody:
+        up.request.method === 'HEAD'
+          ? Buffer.from(JSON.stringify(nangoTooManyRequestsBody('HEAD', splitTarget(up.request.path).path)))
+          : undefined,
+    });
     return 'translated';
   }
   const headers = successorRequestHeaders(req.headers, forwarder.host, req.socket, up.request.body);

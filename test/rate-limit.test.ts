@@ -9,7 +9,7 @@ import { type EchoUpstream, patchLegacyMetadata, startEchoUpstream } from './sup
 import { DEV_KEY, startFakeNango } from './support/fake-nango.js';
 import { HAS_REDIS_SERVER, startTestRedis, type TestRedis } from './support/redis-server.js';
 import { DEFAULTS, type RunningShim, startShim } from './support/shim.js';
-import { within } from './support/upstream.js';
+import { startUpstream, within } from './support/upstream.js';
 
 const KEY_A = '5ec7e7a1-aaaa-4aaa-8aaa-aaaaaaaaaaaa';
 const KEY_B = '5ec7e7a1-bbbb-4bbb-8bbb-bbbbbbbbbbbb';
@@ -182,6 +182,47 @@ describe("the successor's own 429 on a translated call", () => {
     expect(JSON.parse(reply.body)).toEqual({ error: { code: 'too_many_request', method, path: legacyPath } });
     expect(reply.headers.get('content-length')).toBe(String(Buffer.byteLength(reply.body)));
     expect(reply.headers.get('etag')).toBe(weakEtag(Buffer.from(reply.body)));
+  });
+
+  it('gives a HEAD 429 the length and ETag of the body naming the legacy path, as Express does', async () => {
+    // Express sends a HEAD answer with the Content-Length and ETag of the body it leaves out (connection-get.json
+    // "HEAD /connections/conn-1": 539 bytes, as the GET), and Nango's 429 body names the method and the path
+    // that were called (rate-limit.json): the legacy route's HEAD 429 describes this body.
+    const legacyBody = Buffer.from(
+      '{"error":{"code":"too_many_request","method":"HEAD","path":"/connection/conn-1"}}',
+    );
+    const reply = await overBudget('HEAD', '/connection/conn-1?provider_config_key=unauth');
+    expect(reply.status).toBe(429);
+    expect(reply.body).toBe('');
+    expect(reply.headers.get('content-length')).toBe(String(legacyBody.length));
+    expect(reply.headers.get('etag')).toBe(weakEtag(legacyBody));
+    expect(reply.headers.get('retry-after')).not.toBeNull();
+    // The same as a Nango that still has the legacy route (an Express 5 app) answers.
+    const nango = await startFakeNango({ legacyRoutes: true, rateLimit: 1 });
+    running.push(nango);
+    const head = () =>
+      fetch(`${nango.url}/connection/conn-1?provider_config_key=unauth`, {
+        method: 'HEAD',
+        headers: { authorization: `Bearer ${DEV_KEY}` },
+      });
+    expect((await head()).status).toBe(200);
+    const direct = await head();
+    expect(direct.status).toBe(429);
+    expect(direct.headers.get('content-length')).toBe(reply.headers.get('content-length'));
+    expect(direct.headers.get('etag')).toBe(reply.headers.get('etag'));
+  });
+
+  it("leaves a HEAD 429 that is not Nango's own as the upstream sent it", async () => {
+    // A gateway's 429 (its own body, length and validator): nothing says what the legacy route would have sent.
+    const gateway = await startUpstream((_req, res) => {
+      res.writeHead(429, { 'content-type': 'text/plain', 'content-length': '17', etag: '"gw-1"' }).end();
+    });
+    const shim = await startShim(gateway.url);
+    running.push(gateway, shim);
+    const reply = await fetch(`${shim.url}/connection/conn-1?provider_config_key=unauth`, { method: 'HEAD' });
+    expect(reply.status).toBe(429);
+    expect(reply.headers.get('content-length')).toBe('17');
+    expect(reply.headers.get('etag')).toBe('"gw-1"');
   });
 
   it('names the legacy path on the body-style route with the very ETag Nango sent (rate-limit.json)', async () => {

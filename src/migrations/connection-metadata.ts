@@ -22,9 +22,12 @@ export interface MetadataContext {
   legacyPath: string;
 }
 
-/** Nango's jsonContentTypeMiddleware: a Content-Type, when present, must start with application/json. */
+/**
+ * Nango's jsonContentTypeMiddleware: a Content-Type, when present, must start with application/json. It tests
+ * `req.headers['content-type'] && …`, so an empty field (`Content-Type:` with no value) counts as none.
+ */
 export function contentTypeRejected(contentType: string | undefined): boolean {
-  return contentType !== undefined && !contentType.startsWith('application/json');
+  return contentType !== undefined && contentType !== '' && !contentType.startsWith('application/json');
 }
 
 /** zod's strict empty query (requireEmptyQuery): every key is unrecognised. */

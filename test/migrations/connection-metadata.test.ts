@@ -76,6 +76,20 @@ describe('connection-metadata requestUp, against every legacy capture', () => {
   }
 });
 
+describe('connection-metadata requestUp, beyond the captures', () => {
+  it('takes an empty Content-Type for none, as Nango does (metadata-patch.json "no Content-Type header")', () => {
+    // jsonContentTypeMiddleware refuses only `if (req.headers['content-type'] && …)`, and the JSON parser
+    // skips a body whose type is empty: the answer is the one captured without the header, not a 415.
+    const captured = legacyCaptures().find(
+      (entry) => entry.name === 'PATCH /connection/metadata: no Content-Type header, JSON body',
+    ) as CaptureEntry;
+    const request = asLegacyRequest(captured);
+    const result = migration.requestUp({ ...request, headers: { ...request.headers, 'content-type': '' } });
+    expect(result.kind === 'answer' && JSON.stringify(result.answer.body)).toBe(captured.response?.body);
+    expect(result.kind === 'answer' && result.answer.status).toBe(400);
+  });
+});
+
 describe('connection-metadata responseDown', () => {
   const sent = '{"connection_id":"c","provider_config_key":"k","metadata":{"a":1}}';
   const context = { serialised: Buffer.from(sent), legacyPath: '/connection/metadata' };

@@ -355,6 +355,16 @@ describe('connection-path-metadata: decisions where no capture exists', () => {
     expect(down(up, successorEcho(up))).toEqual({ status: 200, body: Buffer.alloc(0) });
   });
 
+  it('takes an empty Content-Type for none: nothing merged, an empty 200, as Nango (not a 415)', () => {
+    // jsonContentTypeMiddleware refuses only `if (req.headers['content-type'] && …)`; the body stays unparsed.
+    const request = call('PATCH', '/connection/c/metadata?provider_config_key=k', '{"a":1}', {
+      'Content-Type': '',
+    });
+    const up = forwarded(migration.requestUp(legacyRequest(request)));
+    expect(up.request.body).toBe('{"connection_id":"c","provider_config_key":"k","metadata":{}}');
+    expect(down(up, successorEcho(up))).toEqual({ status: 200, body: Buffer.alloc(0) });
+  });
+
   it('answers a repeated provider config key with the legacy 404, after auth', () => {
     const request = call('PATCH', '/connection/c/metadata?provider_config_key=a&provider_config_key=b', '{}');
     const answer = answered(migration.requestUp(legacyRequest(request)));

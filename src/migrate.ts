@@ -233,8 +233,9 @@ export async function translate(
     sendBytes(res, down.status, endToEndHeaders(response.headers, SAME_BODY), response.body);
     return 'translated';
   }
-  // A body the shim wrote is plain: the upstream's length, validator and coding no longer describe it.
-  const outgoing = endToEndHeaders(response.headers, REWRITTEN_BODY);
+  // A body the shim wrote is plain: the upstream's length, validator and coding no longer describe it. An
+  // empty one is the legacy route's res.send(undefined), which Express sends with no type either.
+  const outgoing = endToEndHeaders(response.headers, down.body.length === 0 ? NO_BODY : REWRITTEN_BODY);
   const etag = rewrittenEtag(response.headers.etag, down.body);
   if (etag !== undefined) outgoing.etag = etag;
   sendBytes(res, down.status, outgoing, down.body);
@@ -243,6 +244,7 @@ export async function translate(
 
 const SAME_BODY: ReadonlySet<string> = new Set(['content-length']);
 const REWRITTEN_BODY: ReadonlySet<string> = new Set(['content-length', 'etag', 'content-encoding']);
+const NO_BODY: ReadonlySet<string> = new Set([...REWRITTEN_BODY, 'content-type']);
 
 function bodyBuffer(body: string | Buffer | null): Buffer | null {
   return typeof body === 'string' ? Buffer.from(body) : body;

@@ -1,7 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { CAPTURE_FILES, type CaptureEntry, type CaptureFile, sendCapture } from './support/captures.js';
+import {
+  CAPTURE_FILES,
+  type CaptureEntry,
+  type CaptureFile,
+  type CaptureReply,
+  sendCapture,
+} from './support/captures.js';
 import { closedAfterEach } from './support/cleanup.js';
-import { type FakeNango, startFakeNango } from './support/fake-nango.js';
+import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
 import { exchanges, replayAndCompare, replayQuietly } from './support/replay.js';
 import { type RunningShim, startShim } from './support/shim.js';
 
@@ -71,5 +77,39 @@ describe('legacy captures replayed through the shim against a Nango without the 
     // The echoes (200/201) and the legacy 404s: every one the shim writes itself instead of the successor.
     expect(compared.length).toBe(13);
     expect(compared).toEqual(expected);
+  });
+
+  it('answers a path-style PATCH whose body Nango leaves unparsed with an empty 200 and no Content-Type', async () => {
+    // Without a JSON Content-Type the legacy handler merges nothing and answers res.send(undefined): Express
+    // then sets no Content-Type and no ETag. A Nango that still has the route (Express 5) is the oracle.
+    const legacy = track(await startFakeNango({ legacyRoutes: true }));
+    fake = track(await startFakeNango({ legacyRoutes: false }));
+    shim = track(await startShim(fake.url));
+    const entry: CaptureEntry = {
+      name: 'PATCH path-style without Content-Type',
+      request: {
+        method: 'PATCH',
+        path: '/connection/conn-5/metadata?provider_config_key=unauth',
+        headers: { Authorization: `Bearer ${DEV_KEY}` },
+        body: '{"a":1}',
+      },
+    };
+    const expected = await sendCapture(legacy.url, entry);
+    const reply = await sendCapture(shim.url, entry);
+    const framing = (answer: CaptureReply) => ({
+      status: answer.status,
+      body: answer.body,
+      'content-type': answer.headers['content-type'],
+      'content-length': answer.headers['content-length'],
+      etag: answer.headers.etag,
+    });
+    expect(framing(expected)).toEqual({
+      status: 200,
+      body: '',
+      'content-type': undefined,
+      'content-length': '0',
+      etag: undefined,
+    });
+    expect(framing(reply)).toEqual(framing(expected));
   });
 });

@@ -124,6 +124,25 @@ function armAnswerTimeouts(agent: http.Agent, timeoutMs: number, agentTimeoutMs:
 }
 
 /**
+ * RFC 9112 §6.3: a request with neither Content-Length nor Transfer-Encoding has no body, and Nango's JSON
+ * parser tells that apart from an empty body (type-is hasBody): a `PATCH /connection/metadata` without one
+ * gets "expected object, received undefined", an empty one parses as `{}` and gets three issues, and a
+ * path-style POST without one stores nothing where `{}` replaces the metadata. node:http frames every
+ * PATCH, POST or PUT it sends (`Content-Length: 0`, or chunked once a body stream is piped in), so the
+ * upstream saw a body the client never sent. A request the agent carries without either header is sent
+ * without either, as it came; http-proxy-3's `Content-Length: 0` on a bodiless DELETE or OPTIONS stays.
+ */
+function forwardBodilessAsBodiless(agent: http.Agent): void {
+  const carrier = agent as http.Agent & { addRequest(req: http.ClientRequest, options: object): void };
+  const addRequest = carrier.addRequest.bind(agent);
+  carrier.addRequest = (req, options) => {
+    if (!req.hasHeader('content-length') && !req.hasHeader('transfer-encoding'))
+      req.useChunkedEncodingByDefault = false;
+    addRequest(req, options);
+  };
+}
+
+/**
  * A 429 small enough to read whole: a declared length within the limit, no content coding (its JSON is
  * renamed as it is), and a body at all (HEAD has none to read: see describeRenamedHead).
  */
@@ -193,6 +212,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   const timeoutMs = config.upstream.timeoutMs;
   // A no-answer timeout measured on the upstream socket, so 504 can be told apart from a reset.
   armAnswerTimeouts(agent, timeoutMs, agentOptions.timeout);
+  forwardBodilessAsBodiless(agent);
   const host = target.host;
   const basePath = target.pathname.replace(/\/$/, '');
 

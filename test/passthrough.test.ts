@@ -79,6 +79,32 @@ describe('request line and headers', () => {
     expect(JSON.parse(res.body.toString())).toEqual({ length: sent.length, sha256: sha256(sent) });
   });
 
+  it('sends a PATCH, POST or PUT that came without a body without one, over a pooled socket', async () => {
+    // RFC 9112 §6.3: neither Content-Length nor Transfer-Encoding means no body, which Nango's JSON parser
+    // tells apart from an empty one (an empty JSON body parses as {}, none leaves req.body undefined).
+    const { upstream, shim } = await through(echoBody);
+    for (const method of ['PATCH', 'POST', 'PUT', 'PATCH']) {
+      const reply = await exchangeRaw(
+        shim.url,
+        `${method} /providers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n`,
+      );
+      expect(reply.status).toBe(200);
+    }
+    expect(
+      upstream.requests.map((seen) => [
+        seen.method,
+        seen.headers['content-length'],
+        seen.headers['transfer-encoding'],
+      ]),
+    ).toEqual([
+      ['PATCH', undefined, undefined],
+      ['POST', undefined, undefined],
+      ['PUT', undefined, undefined],
+      ['PATCH', undefined, undefined],
+    ]);
+    expect(new Set(upstream.requests.map((seen) => seen.remotePort)).size).toBe(1);
+  });
+
   it('passes arbitrary headers through and adds X-Forwarded-For, -Proto and -Host', async () => {
     const { upstream, shim, shimPort } = await through(echoBody);
     const sent = {

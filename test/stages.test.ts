@@ -5,6 +5,7 @@ import { createConfigReloader } from '../src/reload.js';
 import { type CaptureReply, loadCaptures, sendCapture } from './support/captures.js';
 import { closedAfterEach } from './support/cleanup.js';
 import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
+import { exchangeRaw, jsonBodyOf } from './support/raw-http.js';
 import { DEFAULTS, type RunningShim, startShim } from './support/shim.js';
 
 let fake: FakeNango | undefined;
@@ -92,6 +93,32 @@ describe('stage validate', () => {
     expect(usageLines(shim).map((line) => line.validation)).toMatchObject([
       { agrees: true },
       { agrees: true },
+    ]);
+  });
+});
+
+describe('a legacy call without a body, in the stages that forward it to the legacy route', () => {
+  it.each(['passthrough', 'validate'])('is answered in %s as the legacy route answers it', async (stage) => {
+    // No Content-Length and no Transfer-Encoding: Nango's JSON parser leaves req.body undefined (one issue),
+    // where an empty body would parse as {} (three issues). A Nango with the legacy route is the oracle.
+    const { fake, shim } = await setUp(true, { stage });
+    const legacy = track(await startFakeNango({ legacyRoutes: true }));
+    const bodiless = `PATCH /connection/metadata HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${DEV_KEY}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n`;
+    const expected = await exchangeRaw(legacy.url, bodiless);
+    const reply = await exchangeRaw(shim.url, bodiless);
+    expect(expected.status).toBe(400);
+    expect(jsonBodyOf(expected.text)).toEqual({
+      error: {
+        code: 'invalid_body',
+        errors: [
+          { code: 'invalid_type', message: 'Invalid input: expected object, received undefined', path: [] },
+        ],
+      },
+    });
+    expect(reply.status).toBe(400);
+    expect(jsonBodyOf(reply.text)).toEqual(jsonBodyOf(expected.text));
+    expect(fake.requests.map((r) => r.headers['content-length'] ?? r.headers['transfer-encoding'])).toEqual([
+      undefined,
     ]);
   });
 });

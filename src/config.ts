@@ -135,6 +135,7 @@ const rateLimitRuleSchema = {
 };
 
 const isoDate = { type: 'string', format: 'rfc3339-date-time' };
+const linkTarget = { type: 'string', format: 'link-target' };
 
 const routeSchema = {
   type: 'object',
@@ -167,8 +168,8 @@ const routeSchema = {
     },
     deprecation: isoDate,
     sunset: isoDate,
-    docsUrl: { type: 'string', minLength: 1 },
-    successorUrl: { type: 'string', minLength: 1 },
+    docsUrl: linkTarget,
+    successorUrl: linkTarget,
     rateLimit: rateLimitRuleSchema,
   },
 };
@@ -306,8 +307,25 @@ function isRfc3339DateTime(value: string): boolean {
   return !Number.isNaN(Date.parse(value));
 }
 
+/**
+ * RFC 8288 §3: a Link target is a URI (RFC 3986), which is ASCII; anything else is percent-encoded. The
+ * value goes into the `Link` header of every deprecated answer, where node:http throws on a character past
+ * U+00FF or a control character: unchecked, such a URL passed start-up (or a reload) and the first call
+ * to the route brought the whole process down.
+ */
+const ABSOLUTE_URI = /^[A-Za-z][A-Za-z0-9+.-]*:(?:[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+$/;
+const LINK_TARGET_EXPECTED =
+  'must be an absolute URI in ASCII, as in https://example.com/docs/d%C3%A9pr%C3%A9ciation (percent-encode any other character)';
+
+/** What a value refused by a format must look like, by format. */
+const FORMAT_EXPECTED: Record<string, string> = {
+  'rfc3339-date-time': DATE_TIME_EXPECTED,
+  'link-target': LINK_TARGET_EXPECTED,
+};
+
 const ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true });
 ajv.addFormat('rfc3339-date-time', { type: 'string', validate: isRfc3339DateTime });
+ajv.addFormat('link-target', { type: 'string', validate: ABSOLUTE_URI });
 const validateConfigShape = ajv.compile<Config>(CONFIG_SCHEMA);
 
 /** Environment variables that override the file, and where each one lands. */
@@ -365,9 +383,8 @@ function describeAjvError(error: ErrorObject, envNames: Map<string, string>): st
     path = [path, error.params.additionalProperty].filter(Boolean).join('.');
     return `${path}: unknown key`;
   }
-  if (error.keyword === 'format' && error.params.format === 'rfc3339-date-time') {
-    return `${fieldName(path, envNames)}: ${DATE_TIME_EXPECTED}`;
-  }
+  const expected = error.keyword === 'format' ? FORMAT_EXPECTED[error.params.format] : undefined;
+  if (expected !== undefined) return `${fieldName(path, envNames)}: ${expected}`;
   return `${fieldName(path, envNames)}: ${error.message ?? 'is invalid'}`;
 }
 

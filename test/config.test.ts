@@ -11,6 +11,7 @@ import {
   redactConfig,
 } from '../src/config.js';
 import { activeBrownout } from '../src/cutover.js';
+import { deprecationHeaders } from '../src/deprecation-headers.js';
 
 const defaults = JSON.parse(readFileSync(new URL('../config/default.json', import.meta.url), 'utf8'));
 
@@ -132,6 +133,39 @@ describe('parseConfig', () => {
     expect(
       parseConfig([defaults, { routes: { 'connection-get': { sunset: '2028-02-29T00:00:00Z' } } }]),
     ).toBeDefined();
+  });
+
+  it('refuses a docs or successor URL that cannot be a Link target, which node:http would throw on', () => {
+    const expected =
+      'must be an absolute URI in ASCII, as in https://example.com/docs/d%C3%A9pr%C3%A9ciation (percent-encode any other character)';
+    const problems = problemsOf(() =>
+      parseConfig([
+        defaults,
+        {
+          routes: {
+            'connection-get': { docsUrl: 'https://wiki.example.com/deprecation→connections' },
+            'connection-list': { successorUrl: 'https://wiki.example.com/a\r\nSet-Cookie: x=1' },
+            'connection-delete': { docsUrl: 'docs/connection-delete' },
+            'connection-metadata': { successorUrl: 'https://wiki.example.com/<successor>' },
+          },
+        },
+      ]),
+    );
+    expect([...problems].sort()).toEqual([
+      `routes.connection-delete.docsUrl: ${expected}`,
+      `routes.connection-get.docsUrl: ${expected}`,
+      `routes.connection-list.successorUrl: ${expected}`,
+      `routes.connection-metadata.successorUrl: ${expected}`,
+    ]);
+    const { config } = parseConfig([
+      defaults,
+      {
+        routes: { 'connection-get': { docsUrl: 'https://wiki.example.com/d%C3%A9pr%C3%A9ciation?v=2#get' } },
+      },
+    ]);
+    expect(deprecationHeaders(config.routes['connection-get']).link).toContain(
+      '<https://wiki.example.com/d%C3%A9pr%C3%A9ciation?v=2#get>; rel="deprecation"',
+    );
   });
 
   it('refuses an upstream that is not http(s)', () => {

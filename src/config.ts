@@ -234,7 +234,7 @@ const CONFIG_SCHEMA = {
       properties: {
         host: { type: 'string', minLength: 1 },
         port,
-        token: { type: ['string', 'null'], minLength: 16 },
+        token: { type: ['string', 'null'], minLength: 16, format: 'bearer-token' },
       },
     },
     log: {
@@ -317,15 +317,27 @@ const ABSOLUTE_URI = /^[A-Za-z][A-Za-z0-9+.-]*:(?:[A-Za-z0-9\-._~:/?#[\]@!$&'()*
 const LINK_TARGET_EXPECTED =
   'must be an absolute URI in ASCII, as in https://example.com/docs/d%C3%A9pr%C3%A9ciation (percent-encode any other character)';
 
+/**
+ * The admin token as a client can send it: `Authorization: Bearer <token>` (RFC 6750 §2.1) carries visible
+ * ASCII without spaces, and node:http reads header bytes as Latin-1. A token with a space, a non-ASCII
+ * letter or the last line break of a Secret created from a file passed start-up and then matched
+ * no request ever: every admin path but the health checks answered 401, Prometheus included.
+ */
+const BEARER_TOKEN = /^[!-~]+$/;
+const BEARER_TOKEN_EXPECTED =
+  'must be printable ASCII without spaces or line breaks (it is sent as "Authorization: Bearer <token>")';
+
 /** What a value refused by a format must look like, by format. */
 const FORMAT_EXPECTED: Record<string, string> = {
   'rfc3339-date-time': DATE_TIME_EXPECTED,
   'link-target': LINK_TARGET_EXPECTED,
+  'bearer-token': BEARER_TOKEN_EXPECTED,
 };
 
 const ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true });
 ajv.addFormat('rfc3339-date-time', { type: 'string', validate: isRfc3339DateTime });
 ajv.addFormat('link-target', { type: 'string', validate: ABSOLUTE_URI });
+ajv.addFormat('bearer-token', { type: 'string', validate: BEARER_TOKEN });
 const validateConfigShape = ajv.compile<Config>(CONFIG_SCHEMA);
 
 /** Environment variables that override the file, and where each one lands. */

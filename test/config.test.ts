@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { carriesToken } from '../src/admin.js';
 import {
   ConfigError,
   jsonErrorOffset,
@@ -166,6 +167,22 @@ describe('parseConfig', () => {
     expect(deprecationHeaders(config.routes['connection-get']).link).toContain(
       '<https://wiki.example.com/d%C3%A9pr%C3%A9ciation?v=2#get>; rel="deprecation"',
     );
+  });
+
+  it('refuses an admin token no Authorization header can carry, without quoting it', () => {
+    const expected =
+      'must be printable ASCII without spaces or line breaks (it is sent as "Authorization: Bearer <token>")';
+    // A Secret created from a file keeps the file's last line break; a passphrase has spaces; curl sends
+    // UTF-8 bytes that node:http reads back as Latin-1.
+    for (const token of ['hunter2-hunter2-hunter2\n', 'hunter2 hunter2 hunter2', 'hunter2-mot-de-pässe-2']) {
+      const problems = problemsOf(() => parseConfig([defaults], { SHIM_ADMIN_TOKEN: token }));
+      expect(problems, JSON.stringify(token)).toEqual([`admin.token (from SHIM_ADMIN_TOKEN): ${expected}`]);
+      expect(problems.join('\n')).not.toContain('hunter2');
+    }
+    const token = 'k9/Vx+Qm2Lp7Zr4Wt8Yc3Nb6Hd1Jf0S=';
+    const { config } = parseConfig([defaults, { admin: { token } }]);
+    expect(carriesToken(`Bearer ${token}`, config.admin.token as string)).toBe(true);
+    expect(parseConfig([defaults, { admin: { token: null } }]).config.admin.token).toBeNull();
   });
 
   it('refuses an upstream that is not http(s)', () => {

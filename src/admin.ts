@@ -17,6 +17,21 @@ export interface AdminOptions {
   isDraining: () => boolean;
 }
 
+/** Every admin path answers GET, and so HEAD (Express answers a HEAD with its GET route). */
+const ALLOW_GET = { allow: 'GET, HEAD' } as const;
+
+/**
+ * RFC 9110 §15.5.6: a path the admin side serves, asked with another method, is a 405 naming the methods
+ * it takes, not a 404 saying there is nothing there (`POST /admin/config` to reload, say).
+ */
+function methodNotAllowed(req: Request, res: Response): void {
+  sendLocalAnswer(
+    res,
+    errorAnswer('methodNotAllowed', { message: `${req.path} answers GET and HEAD only, not ${req.method}.` }),
+    ALLOW_GET,
+  );
+}
+
 function digest(value: string): Buffer {
   return createHash('sha256').update(value).digest();
 }
@@ -49,6 +64,7 @@ export function createAdminApp({ configs, logger, metrics, ledger, isDraining }:
     if (isDraining()) res.status(503).json({ status: 'draining' });
     else res.json({ status: 'ready' });
   });
+  app.all(['/healthz', '/readyz'], methodNotAllowed);
 
   if (token !== null) {
     app.use(function requireAdminToken(req: Request, res: Response, next: NextFunction) {
@@ -86,6 +102,7 @@ export function createAdminApp({ configs, logger, metrics, ledger, isDraining }:
     const { config, version, pendingRestart } = configs.current;
     res.json({ version, config: redactConfig(config), pendingRestart });
   });
+  app.all(['/metrics', '/admin/deprecations', '/admin/config'], methodNotAllowed);
 
   app.use(function notFound(req: Request, res: Response) {
     sendLocalAnswer(

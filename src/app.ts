@@ -64,7 +64,7 @@ export interface App {
 }
 
 const INVALID_TARGET = errorAnswer('invalidRequestTarget', { message: 'The request target must be a path.' });
-const UPGRADE_METHOD_NOT_ALLOWED = errorAnswer('upgradeMethodNotAllowed', {
+const UPGRADE_METHOD_NOT_ALLOWED = errorAnswer('methodNotAllowed', {
   message: 'Only a GET request can upgrade its connection, and only to a WebSocket.',
 });
 const UNSUPPORTED_UPGRADE = errorAnswer('unsupportedUpgrade', {

@@ -50,7 +50,7 @@ const CATALOGUE = {
   badRequest: { status: 400, code: 'bad_request' },
   requestTimeout: { status: 408, code: 'request_timeout' },
   headersTooLarge: { status: 431, code: 'request_header_fields_too_large' },
-  upgradeMethodNotAllowed: { status: 405, code: 'method_not_allowed' },
+  methodNotAllowed: { status: 405, code: 'method_not_allowed' },
   unsupportedUpgrade: { status: 400, code: 'unsupported_upgrade' },
 } as const;
 

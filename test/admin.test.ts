@@ -138,6 +138,32 @@ describe('the admin app', () => {
     expect(refused.body.error.code).toBe('ledger_unavailable');
   });
 
+  it('answers another method on an admin path with 405 naming GET and HEAD, in Nango shape', async () => {
+    const app = adminApp({ token: TOKEN });
+    const auth = `Bearer ${TOKEN}`;
+    for (const [method, path] of [
+      ['post', '/admin/config'],
+      ['put', '/admin/deprecations'],
+      ['delete', '/metrics'],
+      ['options', '/admin/config'],
+      ['post', '/healthz'],
+    ] as const) {
+      const refused = await request(app)[method](path).set('authorization', auth).expect(405);
+      expect(refused.headers.allow, `${method} ${path}`).toBe('GET, HEAD');
+      expect(refused.body).toEqual({
+        error: {
+          code: 'method_not_allowed',
+          message: `${path} answers GET and HEAD only, not ${method.toUpperCase()}.`,
+        },
+      });
+    }
+    // The health checks need no token whatever the method; the other paths still ask for it first.
+    await request(app).post('/readyz').expect(405);
+    await request(app).post('/admin/config').expect(401);
+    await request(app).head('/admin/config').set('authorization', auth).expect(200);
+    await request(app).post('/admin/reload').set('authorization', auth).expect(404);
+  });
+
   it('answers an unknown path with a 404 in Nango shape', async () => {
     const response = await request(adminApp()).get('/admin/nothing').expect(404);
     expect(response.body.error.code).toBe('not_found');

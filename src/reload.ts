@@ -47,8 +47,9 @@ function sameSeen(a: Seen, b: Seen): boolean {
 }
 
 export function createConfigReloader({ configs, load, logger, onApplied }: ReloaderOptions): ConfigReloader {
-  // The version of the last config loaded, which differs from the one in effect while a restart is pending.
-  let loadedVersion = configs.current.version;
+  // The last config loaded, whole: it differs from the one in effect while a restart is pending. Not its
+  // version, which leaves secrets out: a new admin token alone would look unchanged and never be named.
+  let loadedContent = JSON.stringify(configs.current.config);
 
   function reload(reason: string): boolean {
     let loaded: ActiveConfig;
@@ -61,11 +62,12 @@ export function createConfigReloader({ configs, load, logger, onApplied }: Reloa
       logger.flush();
       return false;
     }
-    if (loaded.version === loadedVersion) {
+    const content = JSON.stringify(loaded.config);
+    if (content === loadedContent) {
       logger.debug({ reason, version: loaded.version }, 'config unchanged');
       return true;
     }
-    loadedVersion = loaded.version;
+    loadedContent = content;
     const previous = configs.current;
     // Restart-only keys keep the values in effect, so every reader (and /admin/config) sees what applies.
     const next = keepRestartOnly(loaded, previous.config);

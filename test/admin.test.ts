@@ -111,6 +111,25 @@ describe('the admin app', () => {
     expect(response.text).not.toContain(newToken);
   });
 
+  it('names a new admin token alone as pending after a reload, though the version leaves it out', async () => {
+    const configs = { current: parseConfig([DEFAULTS, { admin: { token: TOKEN } }]) };
+    const lines: Array<Record<string, unknown>> = [];
+    const newToken = 'a-new-admin-token-not-yet-in-effect';
+    const reloader = createConfigReloader({
+      configs,
+      logger: createLogger('debug', { write: (line: string) => lines.push(JSON.parse(line)) } as never),
+      load: () => parseConfig([DEFAULTS, { admin: { token: newToken } }]),
+    });
+    const before = configs.current.version;
+    expect(reloader.reload('test')).toBe(true);
+    expect(configs.current.pendingRestart).toEqual(['admin.token']);
+    expect(configs.current.version).toBe(before);
+    expect(
+      lines.find((line) => line.msg === 'config sections changed that apply only after a restart'),
+    ).toMatchObject({ keys: ['admin.token'] });
+    expect(JSON.stringify(lines)).not.toContain(newToken);
+  });
+
   it('requires the token on every path but the health checks when one is set', async () => {
     const app = adminApp({ token: TOKEN });
     for (const path of ['/metrics', '/admin/deprecations', '/admin/config', '/nothing-here']) {

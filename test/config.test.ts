@@ -239,6 +239,22 @@ describe('parseConfig', () => {
     expect(a).not.toBe(b);
     expect(parseConfig([defaults]).version).toBe(a);
   });
+
+  it('leaves the value of every secret out of the version, which every config active line shows', () => {
+    // With the rest of the file known (the defaults, a ConfigMap in git), a version hashed over a password
+    // confirmed a guess of it offline.
+    const versionWith = (password: string) =>
+      parseConfig([defaults], {
+        SHIM_ADMIN_TOKEN: `admin-token-${password}`,
+        SHIM_REDIS_URL: `redis://:${password}@redis.internal:6379/0`,
+        SHIM_UPSTREAM_URL: `https://shim:${password}@nango.internal/?key=${password}`,
+      }).version;
+    expect(versionWith('hunter2hunter2')).toBe(versionWith('correct-horse-battery'));
+    // Whether a secret is set still counts.
+    expect(parseConfig([defaults], { SHIM_ADMIN_TOKEN: 'admin-token-hunter2hunter2' }).version).not.toBe(
+      parseConfig([defaults]).version,
+    );
+  });
 });
 
 describe('loadConfig', () => {

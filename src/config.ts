@@ -440,29 +440,66 @@ function redisUrlProblem(value: string): string | undefined {
   return undefined;
 }
 
-/** What JSON schema cannot say: cross-field rules. */
-function checkSemantics(config: Config, envNames: Map<string, string>): string[] {
-  const problems: string[] = [];
-  try {
-    new URL(config.upstream.url);
-  } catch {
-    problems.push(
-      `${fieldName('upstream.url', envNames)}: must be an absolute http(s) URL (${PASSWORD_ESCAPES})`,
-    );
+/** The JSON pointer a schema error is about: a missing or unknown key is its own place, not its parent. */
+function errorPointer(error: ErrorObject): string {
+  if (error.keyword === 'required') return `${error.instancePath}/${error.params.missingProperty}`;
+  if (error.keyword === 'additionalProperties') {
+    return `${error.instancePath}/${error.params.additionalProperty}`;
   }
-  const redisProblem = config.redisUrl === null ? undefined : redisUrlProblem(config.redisUrl);
-  if (redisProblem !== undefined) problems.push(`${fieldName('redisUrl', envNames)}: ${redisProblem}`);
-  for (const id of ROUTE_IDS) {
-    const route = config.routes[id];
-    // RFC 8594 §3: a resource is deprecated before it sunsets; the reverse is a configuration mistake.
-    if (Date.parse(route.sunset) < Date.parse(route.deprecation)) {
-      problems.push(`routes.${id}.sunset: must not be earlier than routes.${id}.deprecation`);
-    }
-    const both = route.alwaysTranslate.filter((fp) => route.alwaysPassthrough.includes(fp));
-    if (both.length > 0) {
+  return error.instancePath;
+}
+
+/**
+ * Whether the schema found nothing wrong at this JSON pointer, above it or under it: only such a part has
+ * the shape a cross-field rule reads.
+ */
+function soundAt(shapeErrors: readonly ErrorObject[], pointer: string): boolean {
+  return !shapeErrors.some((error) => {
+    const at = errorPointer(error);
+    return at === pointer || pointer.startsWith(`${at}/`) || at.startsWith(`${pointer}/`);
+  });
+}
+
+/**
+ * What JSON schema cannot say: cross-field rules. Each reads only parts the schema found sound, so that
+ * one refusal names the problems of both kinds.
+ */
+function checkSemantics(
+  config: Config,
+  envNames: Map<string, string>,
+  shapeErrors: readonly ErrorObject[],
+): string[] {
+  const problems: string[] = [];
+  if (soundAt(shapeErrors, '/upstream/url')) {
+    try {
+      new URL(config.upstream.url);
+    } catch {
       problems.push(
-        `routes.${id}: fingerprints in both alwaysTranslate and alwaysPassthrough: ${both.join(', ')}`,
+        `${fieldName('upstream.url', envNames)}: must be an absolute http(s) URL (${PASSWORD_ESCAPES})`,
       );
+    }
+  }
+  if (soundAt(shapeErrors, '/redisUrl') && config.redisUrl !== null) {
+    const redisProblem = redisUrlProblem(config.redisUrl);
+    if (redisProblem !== undefined) problems.push(`${fieldName('redisUrl', envNames)}: ${redisProblem}`);
+  }
+  for (const id of ROUTE_IDS) {
+    const sound = (...keys: string[]) => keys.every((key) => soundAt(shapeErrors, `/routes/${id}/${key}`));
+    // RFC 8594 §3: a resource is deprecated before it sunsets; the reverse is a configuration mistake.
+    if (sound('sunset', 'deprecation')) {
+      const { sunset, deprecation } = config.routes[id];
+      if (Date.parse(sunset) < Date.parse(deprecation)) {
+        problems.push(`routes.${id}.sunset: must not be earlier than routes.${id}.deprecation`);
+      }
+    }
+    if (sound('alwaysTranslate', 'alwaysPassthrough')) {
+      const { alwaysTranslate, alwaysPassthrough } = config.routes[id];
+      const both = alwaysTranslate.filter((fp) => alwaysPassthrough.includes(fp));
+      if (both.length > 0) {
+        problems.push(
+          `routes.${id}: fingerprints in both alwaysTranslate and alwaysPassthrough: ${both.join(', ')}`,
+        );
+      }
     }
   }
   return problems;
@@ -505,10 +542,14 @@ export function parseConfig(layers: unknown[], env: Record<string, string | unde
     envNames.set(path.join('.'), name);
   }
   if (!validateConfigShape(merged)) {
-    const problems = (validateConfigShape.errors ?? []).map((error) => describeAjvError(error, envNames));
-    throw new ConfigError([...new Set(problems)]);
+    const shapeErrors = validateConfigShape.errors ?? [];
+    const problems = shapeErrors.map((error) => describeAjvError(error, envNames));
+    // The parts the schema found sound are checked too (checkSemantics reads no other), so that one
+    // refusal names every problem: an operator fixing a reload does not meet a second one behind it.
+    const semantic = checkSemantics(merged as unknown as Config, envNames, shapeErrors);
+    throw new ConfigError([...new Set(problems), ...semantic]);
   }
-  const problems = checkSemantics(merged, envNames);
+  const problems = checkSemantics(merged, envNames, []);
   if (problems.length > 0) throw new ConfigError(problems);
   const config = deepFreeze(merged);
   return { config, version: configVersion(config), pendingRestart: [] };

@@ -69,6 +69,41 @@ describe('parseConfig', () => {
     expect(problems).toContain('surprise: unknown key');
   });
 
+  it('names the cross-field problems in the same refusal as the shape problems', () => {
+    const problems = problemsOf(() =>
+      parseConfig(
+        [
+          defaults,
+          {
+            surprise: true,
+            routes: {
+              'connection-get': {
+                stage: 'sideways',
+                sunset: '2025-01-01T00:00:00Z',
+                alwaysTranslate: ['0123456789abcdef'],
+                alwaysPassthrough: ['0123456789abcdef'],
+              },
+              // A field the schema refused is not read again by a cross-field rule.
+              'connection-list': { sunset: 'soon', alwaysTranslate: 'all' },
+              'connection-delete': { deprecation: null },
+            },
+          },
+        ],
+        { SHIM_UPSTREAM_URL: 'https://user:pw/x@nango.internal' },
+      ),
+    );
+    expect(problems).toEqual([
+      'surprise: unknown key',
+      'routes.connection-get.stage: must be equal to one of the allowed values',
+      'routes.connection-list.alwaysTranslate: must be array',
+      expect.stringMatching(/^routes\.connection-list\.sunset: must be an RFC 3339 date-time/),
+      'routes.connection-delete.deprecation: must be string',
+      expect.stringMatching(/^upstream\.url \(from SHIM_UPSTREAM_URL\): must be an absolute http\(s\) URL/),
+      'routes.connection-get.sunset: must not be earlier than routes.connection-get.deprecation',
+      'routes.connection-get: fingerprints in both alwaysTranslate and alwaysPassthrough: 0123456789abcdef',
+    ]);
+  });
+
   it('refuses a sunset earlier than the deprecation date', () => {
     const problems = problemsOf(() =>
       parseConfig([defaults, { routes: { 'connection-metadata': { sunset: '2025-01-01T00:00:00Z' } } }]),

@@ -307,7 +307,10 @@ describe('live reload', () => {
     expect(reloader.reload('test')).toBe(false);
     expect(shim.configs.current).toBe(before);
     const refusal = lines.find((line) => line.msg === 'config reload refused');
-    expect(refusal?.problems).toEqual([expect.stringMatching(/^routes\.connection-metadata\.stage/)]);
+    expect(refusal?.problems).toEqual([
+      expect.stringMatching(/^routes\.connection-metadata\.stage/),
+      'routes.connection-metadata.sunset: must not be earlier than routes.connection-metadata.deprecation',
+    ]);
     expect((await patchLegacy(shim.url)).status).toBe(200);
   });
 

@@ -594,6 +594,10 @@ function readJsonFile(file: string | URL, label: string): unknown {
   } catch (error) {
     throw new ConfigError([`${label}: cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`]);
   }
+  // RFC 8259 §8.1: a parser may ignore a byte order mark, which some editors (Windows Notepad, PowerShell's
+  // Out-File) write first. JSON.parse does not: such a file was refused at line 1, column 1, at a character
+  // the operator cannot see.
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   try {
     return JSON.parse(text);
   } catch {

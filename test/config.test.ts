@@ -293,6 +293,12 @@ describe('parseConfig', () => {
 });
 
 describe('loadConfig', () => {
+  it('reads a SHIM_CONFIG file that starts with a byte order mark, as an editor may save it', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'nango-shim-config-')), 'shim.json');
+    writeFileSync(file, `\uFEFF${JSON.stringify({ routes: { 'connection-get': { stage: 'gone' } } })}`);
+    expect(loadConfig({ SHIM_CONFIG: file }).config.routes['connection-get'].stage).toBe('gone');
+  });
+
   it('names an unreadable SHIM_CONFIG file', () => {
     expect(problemsOf(() => loadConfig({ SHIM_CONFIG: '/nonexistent/shim.json' }))).toEqual([
       'SHIM_CONFIG (/nonexistent/shim.json): cannot be read (ENOENT)',

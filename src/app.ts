@@ -9,7 +9,13 @@ import { chooseRoute, type RouteDecision } from './cutover.js';
 import { deprecationHeaders } from './deprecation-headers.js';
 import { errorAnswer, type LocalAnswer } from './errors.js';
 import { createForwarder, type Forwarder } from './forward.js';
-import { checkTranslation, readLegacyBody, translate, upstreamFailureAnswer } from './migrate.js';
+import {
+  type BodyToCheck,
+  checkTranslation,
+  readBodyToCheck,
+  translate,
+  upstreamFailureAnswer,
+} from './migrate.js';
 import { createMigrations, matchMigration } from './migrations/index.js';
 import type { Migration } from './migrations/migration.js';
 import { compileOperations, type OpenApiDocument } from './openapi.js';
@@ -230,20 +236,21 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
       return;
     }
     outcome.action = 'passed-through';
-    let body: Buffer | undefined;
+    let body: BodyToCheck | null = null;
     if (decision.validate) {
       // The validate stage reads the body to check it, then forwards the very same bytes.
       if (migration.readsBody) {
-        body = await readLegacyBody(req, res, bodyLimitBytes);
-        if (body === undefined) {
+        const read = await readBodyToCheck(req, res, bodyLimitBytes);
+        if (read === undefined) {
           outcome.action = 'rejected';
           return;
         }
+        body = read;
       }
-      outcome.validation = checkTranslation(migration, req, params, body ?? null);
+      outcome.validation = checkTranslation(migration, req, params, body);
     }
     timeLegacyExchange(migration.routeId, res);
-    forwarder.web(req, res, body);
+    forwarder.web(req, res, body === null ? undefined : body.kind === 'read' ? body.bytes : body.stream);
   }
 
   function handleOwned(

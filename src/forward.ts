@@ -20,9 +20,10 @@ export type PassThroughErrorHandler = (
 export interface Forwarder {
   /**
    * Streams a request to the upstream unchanged and the answer back (http-proxy-3). `body` replaces the
-   * request stream when the shim has already read it (the validate stage), with the very same bytes.
+   * request stream when the shim has already read it, or part of it (the validate stage), with the very
+   * same bytes.
    */
-  web(req: IncomingMessage, res: ServerResponse, body?: Buffer): void;
+  web(req: IncomingMessage, res: ServerResponse, body?: Buffer | Readable): void;
   /**
    * Streams a translated call whose answer is the successor's own (only the request line changed), as web()
    * does, except a small 429: it is read whole and sent with the body `rename` gives instead (Nango's 429
@@ -327,7 +328,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
       proxy.web(
         req,
         res,
-        body === undefined ? NO_OPTIONS : { buffer: Readable.from([body]) },
+        body === undefined ? NO_OPTIONS : { buffer: Buffer.isBuffer(body) ? Readable.from([body]) : body },
         handleProxyError,
       );
     },

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { PassThrough, type Readable } from 'node:stream';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { sendBytes, sendLocalAnswer } from './answer.js';
 import type { RouteId } from './config.js';
@@ -133,6 +134,36 @@ export async function readLegacyBody(
   }
 }
 
+/** What the validate stage read: the whole body, or one over the limit, as a stream of all its bytes. */
+export type BodyToCheck = { kind: 'read'; bytes: Buffer } | { kind: 'over-limit'; stream: Readable };
+
+/**
+ * The validate stage's read, which must change nothing for the client. A body over the limit, which the
+ * translation would refuse with 413 (readLegacyBody), still goes to the legacy route whole, as it does in
+ * passthrough, where no body is limited: the chunks already read, then the rest as it comes. Undefined
+ * when the body did not arrive whole (the connection is closed, nothing is forwarded).
+ */
+export async function readBodyToCheck(
+  req: IncomingMessage,
+  res: ServerResponse,
+  limit: number,
+): Promise<BodyToCheck | undefined> {
+  try {
+    return { kind: 'read', bytes: await readBody(req, limit) };
+  } catch (error) {
+    if (error instanceof BodyError && error.failure === 'too-large') {
+      // A PassThrough, never ended early: a client that leaves mid-body closes the answer, and http-proxy-3
+      // then abandons the upstream request instead of sending it as if whole.
+      const stream = new PassThrough();
+      for (const chunk of error.received) stream.write(chunk);
+      req.pipe(stream);
+      return { kind: 'over-limit', stream };
+    }
+    res.destroy();
+    return undefined;
+  }
+}
+
 function legacyRequest(
   req: IncomingMessage,
   params: Record<string, string>,
@@ -147,9 +178,13 @@ export function checkTranslation(
   migration: Migration,
   req: IncomingMessage,
   params: Record<string, string>,
-  body: Buffer | null,
+  body: BodyToCheck | null,
 ): ValidationReport {
-  const up = migration.requestUp(legacyRequest(req, params, body));
+  if (body?.kind === 'over-limit') {
+    const { status, body: answer } = errorAnswer('payloadTooLarge');
+    return { predictedStatus: status, predictedCode: answer.error.code, predictedBy: 'shim' };
+  }
+  const up = migration.requestUp(legacyRequest(req, params, body?.bytes ?? null));
   if (up.kind === 'answer') {
     return {
       predictedStatus: up.answer.status,

@@ -4,10 +4,13 @@ export type BodyFailure = 'too-large' | 'aborted';
 
 export class BodyError extends Error {
   readonly failure: BodyFailure;
-  constructor(failure: BodyFailure) {
+  /** The chunks read before the limit was passed, that last one included: the validate stage sends them on. */
+  readonly received: readonly Buffer[];
+  constructor(failure: BodyFailure, received: readonly Buffer[] = []) {
     super(failure === 'too-large' ? 'request body over the limit' : 'request body did not arrive whole');
     this.name = 'BodyError';
     this.failure = failure;
+    this.received = received;
   }
 }
 
@@ -27,16 +30,15 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       if (settled) return;
       settled = true;
       cleanup();
-      reject(new BodyError(failure));
+      reject(new BodyError(failure, failure === 'too-large' ? chunks : []));
     };
     const onData = (chunk: Buffer) => {
       size += chunk.length;
+      chunks.push(chunk);
       if (size > limit) {
         req.pause();
         fail('too-large');
-        return;
       }
-      chunks.push(chunk);
     };
     const onEnd = () => {
       if (settled) return;

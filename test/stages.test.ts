@@ -85,6 +85,50 @@ describe('stage validate', () => {
     });
   });
 
+  it('passes a body over the limit through whole, as passthrough does, and reports the 413 translate would give', async () => {
+    fake = track(await startFakeNango({ legacyRoutes: true }));
+    shim = track(
+      await startShim(fake.url, {
+        server: { bodyLimitBytes: 64 },
+        routes: { 'connection-metadata': { stage: 'validate' } },
+      }),
+    );
+    const body = JSON.stringify({
+      connection_id: 'conn-1',
+      provider_config_key: 'unauth',
+      metadata: { note: 'x'.repeat(200) },
+    });
+    // Declared over the limit, and chunked (the limit is passed only once bytes have been read).
+    const declared = await patchLegacy(shim.url, DEV_KEY, body);
+    const chunked = await fetch(`${shim.url}/connection/metadata`, {
+      method: 'PATCH',
+      headers: { authorization: `Bearer ${DEV_KEY}`, 'content-type': 'application/json' },
+      body: new Blob([body]).stream(),
+      duplex: 'half',
+    } as RequestInit);
+    expect(declared.status).toBe(200);
+    expect(JSON.parse(declared.body)).toEqual(JSON.parse(body));
+    expectDeprecationHeaders(declared);
+    expect(chunked.status).toBe(200);
+    expect(await chunked.text()).toBe(declared.body);
+    expect(chunked.headers.get('deprecation')).toBe('@1755648000');
+    expect(fake.requests.map((r) => `${r.method} ${r.url} ${r.body === body}`)).toEqual([
+      'PATCH /connection/metadata true',
+      'PATCH /connection/metadata true',
+    ]);
+    const predicted = {
+      predictedStatus: 413,
+      predictedCode: 'payload_too_large',
+      predictedBy: 'shim',
+      actualStatus: 200,
+      agrees: false,
+    };
+    expect(usageLines(shim)).toMatchObject([
+      { action: 'passed-through', status: 200, validation: predicted },
+      { action: 'passed-through', status: 200, validation: predicted },
+    ]);
+  });
+
   it('stays quiet when the translation agrees', async () => {
     const { shim } = await setUp(true, { stage: 'validate' });
     expect((await patchLegacy(shim.url)).status).toBe(200);

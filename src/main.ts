@@ -1,8 +1,11 @@
+// First, before the rest of the module graph is evaluated: a SIGHUP during start-up must not end the process.
+import './hangup.js';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createAdminApp } from './admin.js';
 import { createApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
+import { takeHangups } from './hangup.js';
 import { createLedger, type LedgerStore } from './ledger.js';
 import { createFileLedgerStore } from './ledger-file-store.js';
 import { createRedisLedgerStore } from './ledger-redis-store.js';
@@ -76,8 +79,8 @@ async function start(): Promise<void> {
     },
   });
   logger.info({ reason: 'start', version: active.version }, 'config active');
-  process.on('SIGHUP', () => reloader.reload('SIGHUP'));
   const stopWatching = process.env.SHIM_CONFIG ? reloader.watchFile(process.env.SHIM_CONFIG) : () => {};
+  takeHangups(() => reloader.reload('SIGHUP'));
 
   shim.server.listen(config.server.port, config.server.host, () => {
     const address = shim.server.address() as AddressInfo;

@@ -175,6 +175,10 @@ export function createConfigReloader({ configs, load, logger, onApplied }: Reloa
         'config file cannot be watched; use SIGHUP',
       );
     }
+    // The file was loaded before the watch began (start-up opens the ledger and the Redis connection in
+    // between): an edit made then raised no event, so the content seen now is compared with what is in
+    // effect once. Unchanged, this logs nothing above debug; a file missing mid-swap waits for its event.
+    if (seen.kind === 'content') reload('file changed');
     return () => {
       stopped = true;
       clearTimeout(timer);

@@ -1,6 +1,16 @@
-import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
@@ -187,6 +197,47 @@ function configMapVolume(content: unknown): { dir: string; file: string; update(
   };
 }
 
+describe('a SIGHUP while the shim starts', () => {
+  it('is remembered and carried out once the reloader is ready, instead of ending the process', async () => {
+    const hold = mkdtempSync(join(tmpdir(), 'nango-shim-hold-'));
+    const preload = new URL('./support/hold-redis-import.mjs', import.meta.url).href;
+    let reached: Promise<void> = Promise.reject(new Error('the shim was not spawned'));
+    reached.catch(() => {});
+    const starting = startChildShim(
+      {
+        NODE_OPTIONS: `--import=${preload}`,
+        SHIM_TEST_HOLD_DIR: hold,
+        // Nothing listens there: the import of the Redis client is what the test holds, not a connection.
+        SHIM_REDIS_URL: 'redis://127.0.0.1:1',
+        SHIM_LOG_LEVEL: 'debug',
+      },
+      15_000,
+      (child) => {
+        reached = (async () => {
+          const deadline = Date.now() + 10_000;
+          while (!existsSync(join(hold, 'reached'))) {
+            if (Date.now() > deadline) throw new Error('the start-up never reached the Redis import');
+            await sleep(10);
+          }
+          // Start-up is held at `await import('./redis.js')`, before the reloader exists.
+          child.kill('SIGHUP');
+          await sleep(200);
+          writeFileSync(join(hold, 'release'), '');
+        })();
+      },
+    );
+    const shim = track(await starting);
+    await reached;
+    await expect
+      .poll(() => shim.lines.some((line) => line.msg === 'config unchanged' && line.reason === 'SIGHUP'), {
+        timeout: 5_000,
+      })
+      .toBe(true);
+    expect(shim.child.exitCode).toBeNull();
+    expect(shim.child.signalCode).toBeNull();
+  });
+});
+
 describe('the config file watcher', () => {
   it('reloads when a ConfigMap volume swaps its ..data link, again and again', async () => {
     const fake = track(await startFakeNango({ legacyRoutes: false }));
@@ -214,6 +265,36 @@ describe('the config file watcher', () => {
     const stop = reloader.watchFile(file);
     return { configs, lines, stop, stage: () => configs.current.config.routes['connection-metadata'].stage };
   }
+
+  it('loads an edit made after the start-up read the file and before the watch began', () => {
+    const file = writeConfigFile({ routes: { 'connection-metadata': { stage: 'translate' } } });
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger('debug', { write: (line: string) => lines.push(JSON.parse(line)) } as never);
+    const load = () => loadConfig({ SHIM_CONFIG: file });
+    const configs = { current: load() };
+    // Start-up opens the ledger and Redis between its read and the watch: an edit then raises no event.
+    writeFileSync(file, JSON.stringify({ routes: { 'connection-metadata': { stage: 'gone' } } }));
+    const stop = createConfigReloader({ configs, load, logger }).watchFile(file);
+    try {
+      expect(configs.current.config.routes['connection-metadata'].stage).toBe('gone');
+      expect(lines.filter((line) => line.msg === 'config active').map((line) => line.reason)).toEqual([
+        'file changed',
+      ]);
+    } finally {
+      stop();
+    }
+  });
+
+  it('logs nothing above debug when the file is as it was read at start-up', () => {
+    const file = writeConfigFile({ routes: { 'connection-metadata': { stage: 'translate' } } });
+    const watched = watchInProcess(file);
+    try {
+      expect(watched.lines.map((line) => line.msg)).toEqual(['config unchanged']);
+      expect(watched.lines[0]?.level).toBe('debug');
+    } finally {
+      watched.stop();
+    }
+  });
 
   it('reloads when the file a link points to is edited in place', async () => {
     const target = writeConfigFile({ routes: { 'connection-metadata': { stage: 'translate' } } });

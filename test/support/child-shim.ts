@@ -24,7 +24,12 @@ export function writeConfigFile(content: unknown): string {
 }
 
 /** Runs the real entry point (src/main.ts through tsx) on port 0 and waits for its "shim listening" line. */
-export async function startChildShim(env: Record<string, string>, timeoutMs = 15_000): Promise<ChildShim> {
+export async function startChildShim(
+  env: Record<string, string>,
+  timeoutMs = 15_000,
+  /** Called with the process as soon as it is spawned, for a test that acts while it starts. */
+  onSpawn?: (child: ChildProcess) => void,
+): Promise<ChildShim> {
   const child = spawn(process.execPath, ['--import', 'tsx', MAIN], {
     env: {
       PATH: process.env.PATH ?? '',
@@ -36,6 +41,7 @@ export async function startChildShim(env: Record<string, string>, timeoutMs = 15
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  onSpawn?.(child);
   const lines: Array<Record<string, unknown>> = [];
   let buffered = '';
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

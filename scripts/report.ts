@@ -7,7 +7,9 @@ import { type Config, ConfigError, loadConfig } from '../src/config.js';
 import {
   type ConsumerUsage,
   type DeprecationReport,
-  type LedgerEntry,
+  type LedgerSnapshot,
+  quietPeriodStart,
+  type RouteUsage,
   summarizeLedger,
 } from '../src/ledger.js';
 import { readLedgerFile } from '../src/ledger-file-store.js';
@@ -19,7 +21,7 @@ import { ANONYMOUS, UNAUTHENTICATED } from '../src/usage.js';
 const REDIS_CONNECT_TIMEOUT_MS = 5_000;
 const CLIENT_WIDTH = 48;
 
-async function readEntries(config: Config): Promise<LedgerEntry[]> {
+async function readLedger(config: Config): Promise<LedgerSnapshot> {
   if (config.redisUrl === null) return readLedgerFile(config.dataDir);
   const logger = createLogger('error', process.stderr);
   const redis = createRedisConnection({ url: config.redisUrl, logger, reconnect: false });
@@ -41,6 +43,12 @@ function consumerCell(usage: ConsumerUsage): string {
   if (usage.name !== null) return `${usage.name} (${usage.consumer})`;
   const why = usage.blocks_sunset ? undefined : NOT_BLOCKING[usage.consumer];
   return why === undefined ? usage.consumer : `${usage.consumer} (${why})`;
+}
+
+/** Called within the quiet period by a consumer that holds it back; not merely recorded too briefly. */
+function isStillCalled(route: RouteUsage, report: DeprecationReport): boolean {
+  const quietSince = quietPeriodStart(Date.parse(report.generated_at), report.quiet_period_days);
+  return route.consumers.some((usage) => usage.blocks_sunset && Date.parse(usage.last_seen) >= quietSince);
 }
 
 function formatTable(report: DeprecationReport): string {
@@ -68,12 +76,24 @@ function formatTable(report: DeprecationReport): string {
   );
   if (rows.length === 1) lines.push('(no deprecated calls recorded)');
   const quiet = report.routes.filter((route) => route.safe_to_sunset).map((route) => route.route);
-  const busy = report.routes.filter((route) => !route.safe_to_sunset).map((route) => route.route);
+  const busy = report.routes.filter((route) => isStillCalled(route, report)).map((route) => route.route);
+  const young = report.routes
+    .filter((route) => !route.safe_to_sunset && !isStillCalled(route, report))
+    .map((route) =>
+      route.recording_since === null
+        ? `${route.route} (not recorded yet)`
+        : `${route.route} (since ${route.recording_since})`,
+    );
   lines.push('');
   lines.push(
     `safe to sunset (no call with an API key in ${report.quiet_period_days} days, refused keys aside): ${quiet.join(', ') || '-'}`,
   );
   lines.push(`still called: ${busy.join(', ') || '-'}`);
+  if (young.length > 0) {
+    lines.push(
+      `recorded for less than ${report.quiet_period_days} days, no verdict yet: ${young.join(', ')}`,
+    );
+  }
   return `${lines.join('\n')}\n`;
 }
 
@@ -86,18 +106,19 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`invalid configuration: ${error.problems.join('; ')}\n`);
     return 1;
   }
-  let entries: LedgerEntry[];
+  let ledger: LedgerSnapshot;
   try {
-    entries = await readEntries(config);
+    ledger = await readLedger(config);
   } catch (error) {
     const where = config.redisUrl === null ? `the ledger file in ${config.dataDir}` : 'the ledger in Redis';
     process.stderr.write(`cannot read ${where}: ${(error as Error).message}\n`);
     return 1;
   }
-  const report = summarizeLedger(entries, {
+  const report = summarizeLedger(ledger.entries, {
     now: Date.now(),
     quietPeriodDays: config.ledger.quietPeriodDays,
     consumers: config.consumers,
+    since: ledger.since,
   });
   process.stdout.write(
     argv.includes('--json') ? `${JSON.stringify(report, null, 2)}\n` : formatTable(report),

@@ -3,7 +3,16 @@ import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { isPlainObject, ROUTE_IDS, STAGES } from './config.js';
-import { entryKey, type LedgerEntry, type LedgerStore, mergeEntries, mergeEntry } from './ledger.js';
+import {
+  entryKey,
+  type LedgerEntry,
+  type LedgerSnapshot,
+  type LedgerStore,
+  mergeEntries,
+  mergeEntry,
+  mergeSince,
+  type RecordingSince,
+} from './ledger.js';
 import { ANONYMOUS, OTHER_CONSUMERS, STATUS_CLASSES, UNAUTHENTICATED } from './usage.js';
 
 export const LEDGER_FILE = 'deprecation-ledger.json';
@@ -12,6 +21,8 @@ const FORMAT = 1;
 interface LedgerFile {
   format: number;
   written_at: string;
+  /** Absent from the files of earlier versions: their routes count as recorded since their first call. */
+  recording_since?: RecordingSince;
   entries: LedgerEntry[];
 }
 
@@ -33,7 +44,7 @@ const ENTRY_KEYS: ReadonlyArray<keyof LedgerEntry> = [
   'lastUserAgent',
   'stage',
 ];
-const FILE_KEYS: ReadonlyArray<keyof LedgerFile> = ['format', 'written_at', 'entries'];
+const FILE_KEYS: ReadonlyArray<keyof LedgerFile> = ['format', 'written_at', 'recording_since', 'entries'];
 
 function isTime(value: unknown): value is number {
   return Number.isSafeInteger(value) && (value as number) >= 0 && (value as number) <= MAX_TIME_MS;
@@ -90,6 +101,15 @@ function ledgerFileProblem(parsed: unknown): string | undefined {
   if (typeof writtenAt !== 'string' || !ISO_INSTANT.test(writtenAt) || Number.isNaN(Date.parse(writtenAt))) {
     return 'written_at is not a UTC time as toISOString writes it';
   }
+  const since = parsed.recording_since;
+  if (since !== undefined) {
+    if (!isPlainObject(since)) return 'recording_since is not an object';
+    for (const [route, at] of Object.entries(since)) {
+      if (!(ROUTE_IDS as readonly string[]).includes(route))
+        return `recording_since.${route} is not a route id`;
+      if (!isTime(at)) return `recording_since.${route} is not a time in epoch milliseconds`;
+    }
+  }
   if (!Array.isArray(parsed.entries)) return 'entries is not an array';
   const seen = new Set<string>();
   for (const [index, entry] of parsed.entries.entries()) {
@@ -105,21 +125,22 @@ function ledgerFileProblem(parsed: unknown): string | undefined {
 }
 
 /**
- * The entries of the ledger file in `dataDir`: none when there is no file yet; throws, naming the first
- * problem, when it is not a ledger this code wrote.
+ * The ledger file in `dataDir`: empty when there is no file yet; throws, naming the first problem, when it
+ * is not a ledger this code wrote.
  */
-export function readLedgerFile(dataDir: string): LedgerEntry[] {
+export function readLedgerFile(dataDir: string): LedgerSnapshot {
   let text: string;
   try {
     text = readFileSync(join(dataDir, LEDGER_FILE), 'utf8');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { entries: [], since: {} };
     throw error;
   }
   const parsed: unknown = JSON.parse(text);
   const problem = ledgerFileProblem(parsed);
   if (problem !== undefined) throw new Error(`${LEDGER_FILE} is not a format ${FORMAT} ledger: ${problem}`);
-  return (parsed as LedgerFile).entries;
+  const { entries, recording_since: since = {} } = parsed as LedgerFile;
+  return { entries, since };
 }
 
 export interface FileLedgerStoreOptions {
@@ -136,8 +157,11 @@ export function createFileLedgerStore({ dataDir, logger }: FileLedgerStoreOption
   mkdirSync(dataDir, { recursive: true });
   const file = join(dataDir, LEDGER_FILE);
   let entries: Map<string, LedgerEntry>;
+  let since: RecordingSince = {};
   try {
-    entries = mergeEntries(readLedgerFile(dataDir));
+    const stored = readLedgerFile(dataDir);
+    entries = mergeEntries(stored.entries);
+    since = stored.since;
   } catch (error) {
     const aside = `${file}.unreadable-${Date.now()}`;
     renameSync(file, aside);
@@ -149,17 +173,19 @@ export function createFileLedgerStore({ dataDir, logger }: FileLedgerStoreOption
   return {
     available: true,
     async read() {
-      return [...entries.values()];
+      return { entries: [...entries.values()], since };
     },
-    async write(deltas) {
+    async write(deltas, writerSince) {
       const next = new Map(entries);
       for (const delta of deltas) {
         const key = entryKey(delta.route, delta.consumer);
         next.set(key, mergeEntry(next.get(key), delta));
       }
+      const nextSince = mergeSince(since, writerSince);
       const body: LedgerFile = {
         format: FORMAT,
         written_at: new Date().toISOString(),
+        recording_since: nextSince,
         entries: [...next.values()],
       };
       const handle = await open(temporary, 'w');
@@ -171,6 +197,7 @@ export function createFileLedgerStore({ dataDir, logger }: FileLedgerStoreOption
       }
       await rename(temporary, file);
       entries = next;
+      since = nextSince;
       return [];
     },
   };

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { ROUTE_IDS, type RouteId, STAGES, type Stage } from './config.js';
-import type { LedgerEntry, LedgerStore } from './ledger.js';
+import type { LedgerEntry, LedgerStore, RecordingSince } from './ledger.js';
 import type { RedisConnection } from './redis.js';
 import type { StatusClass } from './usage.js';
 
@@ -8,6 +8,8 @@ export const LEDGER_KEY_PREFIX = 'nango-shim:ledger:';
 /** The set of every entry hash, so a reader never has to SCAN. */
 const INDEX_KEY = `${LEDGER_KEY_PREFIX}index`;
 const CALLS_FIELD = 'calls_';
+/** One hash, route → epoch ms: since when the ledger has recorded each route. */
+const SINCE_KEY = `${LEDGER_KEY_PREFIX}since`;
 
 /**
  * Merges one delta into an entry hash in one step, whichever instance sends it: calls add up (HINCRBY), the
@@ -29,13 +31,49 @@ for i = 9, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], '${CALLS_FIELD}' .. ARGV[i
 redis.call('SADD', KEYS[2], KEYS[1])
 return 1
 `.trim();
-const MERGE_SHA = createHash('sha1').update(MERGE_SCRIPT).digest('hex');
+
+/** Keeps the earliest start of each route, whichever instance says it. KEYS: since hash. ARGV: route/ms pairs. */
+const SINCE_SCRIPT = `
+for i = 1, #ARGV, 2 do
+  local at = tonumber(redis.call('HGET', KEYS[1], ARGV[i]))
+  if at == nil or tonumber(ARGV[i + 1]) < at then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+return 1
+`.trim();
+
+interface Script {
+  text: string;
+  sha: string;
+}
+
+function script(text: string): Script {
+  return { text, sha: createHash('sha1').update(text).digest('hex') };
+}
+
+const MERGE = script(MERGE_SCRIPT);
+const SINCE = script(SINCE_SCRIPT);
 
 function entryHashKey(route: string, consumer: string): string {
   return `${LEDGER_KEY_PREFIX}entry:${route}:${consumer}`;
 }
 
-function scriptArgs(delta: LedgerEntry): string[] {
+function sinceArgs(since: RecordingSince): string[] {
+  const args = ['1', SINCE_KEY];
+  for (const [route, at] of Object.entries(since)) args.push(route, String(at));
+  return args;
+}
+
+/** The since hash as the store's `since`: fields that are not a known route and a time are left out. */
+function sinceOf(fields: Record<string, string>): RecordingSince {
+  const since: RecordingSince = {};
+  for (const route of ROUTE_IDS) {
+    const text = fields[route];
+    if (text !== undefined && /^\d{1,15}$/.test(text)) since[route] = Number(text);
+  }
+  return since;
+}
+
+function mergeArgs(delta: LedgerEntry): string[] {
   const args = [
     '2',
     entryHashKey(delta.route, delta.consumer),
@@ -93,14 +131,13 @@ export function entryOfHash(fields: Record<string, string>): LedgerEntry | undef
  * once, never lost).
  */
 export function createRedisLedgerStore(redis: RedisConnection): LedgerStore {
-  async function merge(delta: LedgerEntry): Promise<void> {
-    const args = scriptArgs(delta);
+  async function run({ text, sha }: Script, args: string[]): Promise<void> {
     try {
-      await redis.sendCommand(['EVALSHA', MERGE_SHA, ...args]);
+      await redis.sendCommand(['EVALSHA', sha, ...args]);
     } catch (error) {
       // A restarted Redis has forgotten the script: send it whole once, which also caches it again.
       if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
-      await redis.sendCommand(['EVAL', MERGE_SCRIPT, ...args]);
+      await redis.sendCommand(['EVAL', text, ...args]);
     }
   }
 
@@ -111,19 +148,24 @@ export function createRedisLedgerStore(redis: RedisConnection): LedgerStore {
     onAvailable(listener) {
       redis.onReady(listener);
     },
-    async write(deltas) {
-      const results = await Promise.allSettled(deltas.map(merge));
+    async write(deltas, since) {
+      // Before the deltas: a failure here hands them all back, to be written with it again.
+      await run(SINCE, sinceArgs(since));
+      const results = await Promise.allSettled(deltas.map((delta) => run(MERGE, mergeArgs(delta))));
       return deltas.filter((_, index) => results[index]?.status === 'rejected');
     },
     async read() {
-      const members = (await redis.sendCommand(['SMEMBERS', INDEX_KEY])) as string[];
+      const [members, since] = await Promise.all([
+        redis.sendCommand(['SMEMBERS', INDEX_KEY]) as Promise<string[]>,
+        redis.sendCommand(['HGETALL', SINCE_KEY]),
+      ]);
       const hashes = await Promise.all(members.map((key) => redis.sendCommand(['HGETALL', key])));
       const entries: LedgerEntry[] = [];
       for (const reply of hashes) {
         const entry = entryOfHash(fieldsOf(reply));
         if (entry) entries.push(entry);
       }
-      return entries;
+      return { entries, since: sinceOf(fieldsOf(since)) };
     },
   };
 }

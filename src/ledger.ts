@@ -31,12 +31,25 @@ export interface LedgerEntry {
 }
 
 /**
- * Where the ledger lives between restarts and across instances. `write` merges deltas into what is stored
- * and resolves with the deltas it could not store (all of them when the store is unreachable).
+ * When the ledger began to record each route, in epoch milliseconds: the earliest any instance stored. A
+ * route nobody called is only known to be quiet for as long as it has been recorded.
+ */
+export type RecordingSince = Partial<Record<RouteId, number>>;
+
+/** What a store holds: the entries, and since when each route has been recorded. */
+export interface LedgerSnapshot {
+  entries: LedgerEntry[];
+  since: RecordingSince;
+}
+
+/**
+ * Where the ledger lives between restarts and across instances. `write` merges deltas into what is stored,
+ * keeps the earlier of each route's `since`, and resolves with the deltas it could not store (all of them
+ * when the store is unreachable).
  */
 export interface LedgerStore {
-  read(): Promise<LedgerEntry[]>;
-  write(deltas: LedgerEntry[]): Promise<LedgerEntry[]>;
+  read(): Promise<LedgerSnapshot>;
+  write(deltas: LedgerEntry[], since: RecordingSince): Promise<LedgerEntry[]>;
   /** Whether a write can succeed now; the ledger does not try while it is false. */
   readonly available: boolean;
   /** Called when the store becomes available again, to write what was buffered. */
@@ -99,6 +112,19 @@ export function mergeEntries(...lists: LedgerEntry[][]): Map<string, LedgerEntry
   return merged;
 }
 
+/** The earliest `since` of each route among several views of the ledger. */
+export function mergeSince(...views: RecordingSince[]): RecordingSince {
+  const merged: RecordingSince = {};
+  for (const view of views) {
+    for (const route of ROUTE_IDS) {
+      const at = view[route];
+      const known = merged[route];
+      if (at !== undefined && (known === undefined || at < known)) merged[route] = at;
+    }
+  }
+  return merged;
+}
+
 export interface ConsumerUsage {
   consumer: string;
   fingerprint: string | null;
@@ -115,8 +141,13 @@ export interface ConsumerUsage {
 
 export interface RouteUsage {
   route: RouteId;
-  /** No consumer that `blocksSunset` called within the quiet period. */
+  /**
+   * Recorded for the whole quiet period at least, and no consumer that `blocksSunset` called within it: a
+   * ledger that began yesterday cannot tell a route called monthly from one nobody calls.
+   */
   safe_to_sunset: boolean;
+  /** Since when the ledger has recorded the route: its stored start, or its first recorded call if earlier. */
+  recording_since: string | null;
   /** The last call of any kind, refused and keyless ones included. */
   last_call: string | null;
   /** The most recent first. */
@@ -134,6 +165,8 @@ export interface SummaryOptions {
   quietPeriodDays: number;
   /** The names configured now; they win over the name recorded with the call. */
   consumers: Readonly<Record<string, string>>;
+  /** Since when each route has been recorded, as the store has it. */
+  since: RecordingSince;
 }
 
 /**
@@ -152,21 +185,35 @@ function totalOf(calls: LedgerEntry['calls']): number {
   return total;
 }
 
+/** The start of the quiet period that ends at `now`. */
+export function quietPeriodStart(now: number, quietPeriodDays: number): number {
+  return now - quietPeriodDays * DAY_MS;
+}
+
 /** The ledger as people and scripts read it: every known route, who called it and whether it can go. */
 export function summarizeLedger(
   entries: Iterable<LedgerEntry>,
-  { now, quietPeriodDays, consumers }: SummaryOptions,
+  { now, quietPeriodDays, consumers, since }: SummaryOptions,
 ): DeprecationReport {
-  const quietSince = now - quietPeriodDays * DAY_MS;
+  const quietSince = quietPeriodStart(now, quietPeriodDays);
   const byRoute = new Map<RouteId, LedgerEntry[]>(ROUTE_IDS.map((id) => [id, []]));
   for (const entry of entries) byRoute.get(entry.route)?.push(entry);
   const routes: RouteUsage[] = [];
   for (const [route, list] of byRoute) {
     list.sort((a, b) => b.lastSeen - a.lastSeen);
     const lastCall = list[0]?.lastSeen;
+    // Recording began no later than the first call it recorded, whatever the store says of its start.
+    let recordingSince = since[route];
+    for (const entry of list) {
+      if (recordingSince === undefined || entry.firstSeen < recordingSince) recordingSince = entry.firstSeen;
+    }
+    const recordedLongEnough = recordingSince !== undefined && recordingSince <= quietSince;
     routes.push({
       route,
-      safe_to_sunset: !list.some((entry) => blocksSunset(entry.consumer) && entry.lastSeen >= quietSince),
+      safe_to_sunset:
+        recordedLongEnough &&
+        !list.some((entry) => blocksSunset(entry.consumer) && entry.lastSeen >= quietSince),
+      recording_since: recordingSince === undefined ? null : new Date(recordingSince).toISOString(),
       last_call: lastCall === undefined ? null : new Date(lastCall).toISOString(),
       consumers: list.map((entry) => ({
         consumer: entry.consumer,
@@ -200,6 +247,8 @@ export interface LedgerOptions {
   logger: Logger;
   /** Told how many updates were dropped because the buffer was full (a metric). */
   onDropped?: (count: number) => void;
+  /** When this instance began recording (epoch ms); now by default. */
+  startedAt?: number;
 }
 
 /**
@@ -207,8 +256,18 @@ export interface LedgerOptions {
  * them to its store every `ledger.flushIntervalMs`. While the store is unreachable the deltas stay buffered,
  * at most `ledger.redisBufferMax` of them (one per route and consumer, so repeat calls never overflow it).
  */
-export function createLedger({ store, configs, logger, onDropped = () => {} }: LedgerOptions): Ledger {
+export function createLedger({
+  store,
+  configs,
+  logger,
+  onDropped = () => {},
+  startedAt = Date.now(),
+}: LedgerOptions): Ledger {
   let pending = new Map<string, LedgerEntry>();
+  // Every route is recorded from the start, called or not. Stored with the first write even without calls,
+  // and again after each reconnect of the store; the store keeps the earliest.
+  const since: RecordingSince = Object.fromEntries(ROUTE_IDS.map((route) => [route, startedAt]));
+  let sinceStored = false;
   let droppedSinceLog = 0;
   let failing = false;
   let chain: Promise<void> = Promise.resolve();
@@ -247,13 +306,14 @@ export function createLedger({ store, configs, logger, onDropped = () => {} }: L
       logger.warn({ dropped: droppedSinceLog }, 'ledger updates dropped');
       droppedSinceLog = 0;
     }
-    if (pending.size === 0 || !store.available) return;
+    if ((pending.size === 0 && sinceStored) || !store.available) return;
     const batch = [...pending.values()];
     pending = new Map();
     let unwritten: LedgerEntry[];
     let reason = 'store unavailable';
     try {
-      unwritten = await store.write(batch);
+      unwritten = await store.write(batch, since);
+      sinceStored = true;
     } catch (error) {
       unwritten = batch;
       reason = (error as Error).message;
@@ -277,7 +337,10 @@ export function createLedger({ store, configs, logger, onDropped = () => {} }: L
 
   const timer = setInterval(() => void flush(), configs.current.config.ledger.flushIntervalMs);
   timer.unref();
-  store.onAvailable?.(() => void flush());
+  store.onAvailable?.(() => {
+    sinceStored = false;
+    void flush();
+  });
 
   return {
     record(event) {
@@ -288,10 +351,11 @@ export function createLedger({ store, configs, logger, onDropped = () => {} }: L
       await flush();
       const stored = await store.read();
       const { config } = configs.current;
-      return summarizeLedger(mergeEntries(stored, [...pending.values()]).values(), {
+      return summarizeLedger(mergeEntries(stored.entries, [...pending.values()]).values(), {
         now,
         quietPeriodDays: config.ledger.quietPeriodDays,
         consumers: config.consumers,
+        since: mergeSince(stored.since, since),
       });
     },
     async close() {

@@ -13,7 +13,7 @@ const TOKEN = 'an-admin-token-of-some-length';
 function adminApp({
   token = null as string | null,
   draining = false,
-  report = async () => summarizeLedger([], { now: 0, quietPeriodDays: 30, consumers: {} }),
+  report = async () => summarizeLedger([], { now: 0, quietPeriodDays: 30, consumers: {}, since: {} }),
 } = {}) {
   const configs = {
     current: parseConfig([DEFAULTS, { admin: { token }, redisUrl: 'redis://:hunter2@redis.internal:6379' }]),
@@ -76,7 +76,9 @@ describe('the admin app', () => {
       configs,
       logger,
       metrics: createMetrics({ configs }),
-      ledger: { report: async () => summarizeLedger([], { now: 0, quietPeriodDays: 30, consumers: {} }) },
+      ledger: {
+        report: async () => summarizeLedger([], { now: 0, quietPeriodDays: 30, consumers: {}, since: {} }),
+      },
       isDraining: () => false,
     });
     const newToken = 'a-new-admin-token-not-yet-in-effect';

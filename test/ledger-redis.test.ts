@@ -2,6 +2,7 @@ import request from 'supertest';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createAdminApp } from '../src/admin.js';
 import { fingerprintKey } from '../src/api-key.js';
+import { parseConfig, ROUTE_IDS } from '../src/config.js';
 import { createLedger, type Ledger } from '../src/ledger.js';
 import { createRedisLedgerStore } from '../src/ledger-redis-store.js';
 import { createLogger } from '../src/logger.js';
@@ -10,7 +11,7 @@ import { createRateLimiter } from '../src/rate-limit.js';
 import { createRedisConnection, type RedisConnection } from '../src/redis.js';
 import { type EchoUpstream, patchLegacyMetadata, startEchoUpstream } from './support/echo-upstream.js';
 import { HAS_REDIS_SERVER, startTestRedis, type TestRedis } from './support/redis-server.js';
-import { type RunningShim, startShim } from './support/shim.js';
+import { DEFAULTS, type RunningShim, startShim } from './support/shim.js';
 import { within } from './support/upstream.js';
 
 const KEY_A = 'a11ce000-1111-4111-8111-5ec2e7000001';
@@ -109,6 +110,31 @@ describe.skipIf(!HAS_REDIS_SERVER)('the ledger on Redis', () => {
     expect(dump).not.toContain(KEY_B);
   });
 
+  it('keeps the earliest start of recording any instance stored, written before any call', async () => {
+    const day = 86_400_000;
+    const now = Date.now();
+    const configs = { current: parseConfig([DEFAULTS]) };
+    const logger = createLogger('silent');
+    const ledgerStartedAt = async (startedAt: number) => {
+      const connection = connect();
+      await connection.whenReady(5_000);
+      const ledger = createLedger({ store: createRedisLedgerStore(connection), configs, logger, startedAt });
+      closers.push(() => ledger.close());
+      await ledger.flush();
+      return ledger;
+    };
+    const young = await ledgerStartedAt(now - day);
+    expect((await young.report(now)).routes.map((route) => route.safe_to_sunset)).toEqual(
+      ROUTE_IDS.map(() => false),
+    );
+    await ledgerStartedAt(now - 31 * day);
+    await ledgerStartedAt(now - 2 * day);
+    const report = await young.report(now);
+    expect(report.routes.map((route) => [route.safe_to_sunset, route.recording_since])).toEqual(
+      ROUTE_IDS.map(() => [true, new Date(now - 31 * day).toISOString()]),
+    );
+  });
+
   it('keeps serving through a Redis outage and writes the buffered updates when Redis returns', async () => {
     const { shim, ledger } = await shimOnRedis({
       ledger: { flushIntervalMs: 100 },
@@ -135,7 +161,11 @@ describe.skipIf(!HAS_REDIS_SERVER)('the ledger on Redis', () => {
     await expect
       .poll(
         async () =>
-          (await store.read()).map((entry) => [entry.consumer, entry.calls['2xx'], entry.lastUserAgent]),
+          (await store.read()).entries.map((entry) => [
+            entry.consumer,
+            entry.calls['2xx'],
+            entry.lastUserAgent,
+          ]),
         {
           timeout: 5_000,
         },
@@ -187,7 +217,7 @@ describe.skipIf(!HAS_REDIS_SERVER)('the ledger on Redis', () => {
     const reader = connect();
     await reader.whenReady(5_000);
     const store = createRedisLedgerStore(reader);
-    const stored = async () => new Map((await store.read()).map((entry) => [entry.consumer, entry]));
+    const stored = async () => new Map((await store.read()).entries.map((entry) => [entry.consumer, entry]));
     await expect
       .poll(async () => (await stored()).get(fingerprintKey(KEY_B)), { timeout: 5_000 })
       .toMatchObject({ calls: { '2xx': 1 }, lastUserAgent: 'during/2' });

@@ -58,7 +58,7 @@ function switchableStore() {
     },
     onAvailable: (listener) => listeners.push(listener),
     async read() {
-      return written.flat();
+      return { entries: written.flat(), since: {} };
     },
     async write(deltas) {
       if (!this.up) return deltas;
@@ -112,12 +112,38 @@ describe('ledger entries', () => {
 });
 
 describe('summarizeLedger', () => {
-  const options = { now: NOW, quietPeriodDays: 30, consumers: {} };
+  // Recorded since long before the quiet period, unless a test says otherwise.
+  const since = { 'connection-metadata': 0, 'connection-get': 0, 'connection-delete': 0 } as const;
+  const options = { now: NOW, quietPeriodDays: 30, consumers: {}, since };
 
-  it('lists every route, and a route nobody called is safe to sunset', () => {
+  it('lists every route, and a route nobody called for the whole quiet period is safe to sunset', () => {
     const report = summarizeLedger([], options);
     expect(report.routes.map((route) => route.route)).toContain('connection-delete');
-    expect(report.routes.every((route) => route.safe_to_sunset && route.last_call === null)).toBe(true);
+    const recorded = report.routes.filter((route) => route.route in since);
+    expect(recorded.every((route) => route.safe_to_sunset && route.last_call === null)).toBe(true);
+  });
+
+  it('has no verdict on a route recorded for less than the quiet period, or never', () => {
+    const young = { 'connection-metadata': NOW - 29 * DAY, 'connection-get': NOW - 30 * DAY };
+    const report = summarizeLedger([], { ...options, since: young });
+    expect(report.routes.map((route) => [route.route, route.safe_to_sunset, route.recording_since])).toEqual([
+      ['connection-metadata', false, new Date(NOW - 29 * DAY).toISOString()],
+      ['connection-path-metadata', false, null],
+      ['connection-get', true, new Date(NOW - 30 * DAY).toISOString()],
+      ['connection-list', false, null],
+      ['connection-delete', false, null],
+    ]);
+  });
+
+  it('counts a route as recorded from its first recorded call when that is earlier than its stored start', () => {
+    // A ledger file of an earlier version has no start: its calls show how far back it goes.
+    const old = entryOf(call('0123456789abcdef', NOW - 40 * DAY), {});
+    const route = summarizeLedger([old], { ...options, since: { 'connection-metadata': NOW - DAY } })
+      .routes[0];
+    expect(route).toMatchObject({
+      safe_to_sunset: true,
+      recording_since: new Date(NOW - 40 * DAY).toISOString(),
+    });
   });
 
   it('is not safe to sunset while a consumer called within the quiet period', () => {
@@ -277,7 +303,7 @@ describe('the ledger file', () => {
     second.record(call('0123456789abcdef', NOW, { userAgent: 'nango-node/0.67.0' }));
     await second.close();
 
-    const entries = readLedgerFile(dataDir);
+    const { entries } = readLedgerFile(dataDir);
     expect(entries.find((entry) => entry.consumer === '0123456789abcdef')).toMatchObject({
       firstSeen: NOW - 1000,
       lastSeen: NOW,
@@ -289,12 +315,46 @@ describe('the ledger file', () => {
     expect(readdirSync(dataDir)).toEqual([LEDGER_FILE]);
   });
 
+  it('stores when it began recording before any call, and keeps the earliest across restarts', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-ledger-'));
+    const logger = createLogger('silent');
+    const open = (startedAt: number) =>
+      createLedger({
+        store: createFileLedgerStore({ dataDir, logger }),
+        configs: configsWith(),
+        logger,
+        startedAt,
+      });
+    const first = open(NOW - 31 * DAY);
+    await first.close();
+    expect(readLedgerFile(dataDir).since['connection-delete']).toBe(NOW - 31 * DAY);
+
+    const second = open(NOW);
+    const report = await second.report(NOW);
+    await second.close();
+    expect(report.routes.every((route) => route.safe_to_sunset)).toBe(true);
+    expect(readLedgerFile(dataDir).since['connection-delete']).toBe(NOW - 31 * DAY);
+
+    // A new file (the old one lost, or moved aside as damaged): nothing is known of the last 30 days.
+    const fresh = createLedger({
+      store: createFileLedgerStore({ dataDir: mkdtempSync(join(tmpdir(), 'nango-shim-ledger-')), logger }),
+      configs: configsWith(),
+      logger,
+      startedAt: NOW - DAY,
+    });
+    const young = await fresh.report(NOW);
+    await fresh.close();
+    expect(young.routes.map((route) => [route.safe_to_sunset, route.recording_since])).toEqual(
+      young.routes.map(() => [false, new Date(NOW - DAY).toISOString()]),
+    );
+  });
+
   it('moves an unreadable file aside instead of overwriting it', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-ledger-'));
     writeFileSync(join(dataDir, LEDGER_FILE), '{"not":"a ledger"');
     const { logger, lines } = capturedLogger();
     const store = createFileLedgerStore({ dataDir, logger });
-    expect(await store.read()).toEqual([]);
+    expect(await store.read()).toEqual({ entries: [], since: {} });
     const aside = readdirSync(dataDir).find((name) => name.startsWith(`${LEDGER_FILE}.unreadable-`));
     expect(aside).toBeDefined();
     expect(readFileSync(join(dataDir, aside as string), 'utf8')).toBe('{"not":"a ledger"');
@@ -311,7 +371,7 @@ describe('the ledger file', () => {
     writeFileSync(join(dataDir, LEDGER_FILE), damaged);
     const { logger, lines } = capturedLogger();
     const store = createFileLedgerStore({ dataDir, logger });
-    expect(await store.read()).toEqual([]);
+    expect(await store.read()).toEqual({ entries: [], since: {} });
     const aside = readdirSync(dataDir).find((name) => name.startsWith(`${LEDGER_FILE}.unreadable-`));
     expect(readFileSync(join(dataDir, aside as string), 'utf8')).toBe(damaged);
     expect(lines().find((line) => line.msg === 'ledger file unreadable')).toMatchObject({
@@ -321,8 +381,11 @@ describe('the ledger file', () => {
       reason: `${LEDGER_FILE} is not a format 1 ledger: entries[0].calls.2xx is not a non-negative integer`,
     });
     // The next call starts a new ledger: counted as a number, never appended to the damaged "5".
-    await store.write([storedEntry()]);
-    expect(readLedgerFile(dataDir)).toEqual([storedEntry()]);
+    await store.write([storedEntry()], { 'connection-metadata': NOW });
+    expect(readLedgerFile(dataDir)).toEqual({
+      entries: [storedEntry()],
+      since: { 'connection-metadata': NOW },
+    });
   });
 
   it('checks the whole file, not just its outline', () => {
@@ -350,6 +413,15 @@ describe('the ledger file', () => {
       ['written_at is not a UTC time as toISOString writes it', { file: { written_at: '' } }],
       ['format is not 1', { file: { format: 2 } }],
       ['entries is not an array', { file: { entries: {} } }],
+      ['recording_since is not an object', { file: { recording_since: [] } }],
+      [
+        'recording_since.connection-put is not a route id',
+        { file: { recording_since: { 'connection-put': 1 } } },
+      ],
+      [
+        'recording_since.connection-get is not a time in epoch milliseconds',
+        { file: { recording_since: { 'connection-get': '1' } } },
+      ],
     ];
     for (const [problem, { entry = {}, file = {}, twice = false }] of problems) {
       const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-ledger-'));

@@ -41,10 +41,10 @@ describe('the entry point', () => {
     const metrics = async () =>
       (await fetch(`${admin}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
     await expect.poll(metrics).toContain(`consumer="${fingerprintKey(KEY)}"`);
-    expect(readLedgerFile(dataDir)).toEqual([]);
+    expect(readLedgerFile(dataDir).entries).toEqual([]);
 
     expect(await running.stop()).toBe(0);
-    expect(readLedgerFile(dataDir)).toEqual([
+    expect(readLedgerFile(dataDir).entries).toEqual([
       expect.objectContaining({
         route: 'connection-metadata',
         consumer: fingerprintKey(KEY),

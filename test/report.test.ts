@@ -2,6 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ROUTE_IDS } from '../src/config.js';
 import type { LedgerEntry } from '../src/ledger.js';
 import { LEDGER_FILE } from '../src/ledger-file-store.js';
 import { createRedisLedgerStore } from '../src/ledger-redis-store.js';
@@ -49,9 +50,17 @@ const ENTRIES: LedgerEntry[] = [
   },
 ];
 
+/** Every route recorded since long before the quiet period (30 days by default). */
+const LONG_RECORDED = Object.fromEntries(ROUTE_IDS.map((route) => [route, RECENT - 60 * 86_400_000]));
+
 /** A ledger file as the shim writes it. */
-function ledgerFile(entries: unknown[] = ENTRIES): string {
-  return JSON.stringify({ format: 1, written_at: new Date(RECENT).toISOString(), entries });
+function ledgerFile(entries: unknown[] = ENTRIES, since: Record<string, number> = LONG_RECORDED): string {
+  return JSON.stringify({
+    format: 1,
+    written_at: new Date(RECENT).toISOString(),
+    recording_since: since,
+    entries,
+  });
 }
 
 function dataDirWith(content: string): string {
@@ -103,6 +112,26 @@ describe('npm run report', () => {
     });
   });
 
+  it('calls no route safe to sunset before it has been recorded for the quiet period', async () => {
+    // A shim started an hour ago has seen no call to most routes: that says nothing of a monthly job.
+    const young = Object.fromEntries(ROUTE_IDS.map((route) => [route, RECENT]));
+    const { code, stdout } = await runReport({ SHIM_DATA_DIR: dataDirWith(ledgerFile(ENTRIES, young)) });
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^safe to sunset \(.*\): -$/m);
+    expect(stdout).toMatch(/^still called: connection-metadata$/m);
+    const since = new Date(RECENT).toISOString();
+    expect(stdout).toContain(
+      `recorded for less than 30 days, no verdict yet: connection-path-metadata (since ${since}), connection-get (since ${since}), connection-list (since ${since}), connection-delete (since ${since})\n`,
+    );
+    const json = JSON.parse(
+      (await runReport({ SHIM_DATA_DIR: dataDirWith(ledgerFile([], young)) }, ['--json'])).stdout,
+    );
+    expect(json.routes.map((route: { safe_to_sunset: boolean }) => route.safe_to_sunset)).toEqual(
+      ROUTE_IDS.map(() => false),
+    );
+    expect(json.routes[0].recording_since).toBe(since);
+  });
+
   it('says so when nothing was recorded, and fails on a file that is not a ledger', async () => {
     const empty = await runReport({ SHIM_DATA_DIR: mkdtempSync(join(tmpdir(), 'nango-shim-report-')) });
     expect(empty.code).toBe(0);
@@ -127,13 +156,18 @@ describe('npm run report', () => {
     try {
       const connection = createRedisConnection({ url: redis.url, logger: createLogger('silent') });
       await connection.whenReady(5_000);
-      expect(await createRedisLedgerStore(connection).write(ENTRIES)).toEqual([]);
+      expect(await createRedisLedgerStore(connection).write(ENTRIES, LONG_RECORDED)).toEqual([]);
       await connection.close();
       const { code, stdout } = await runReport({ SHIM_REDIS_URL: redis.url }, ['--json']);
       expect(code).toBe(0);
       const metadata = JSON.parse(stdout).routes[0];
       expect(metadata).toMatchObject({ route: 'connection-metadata', safe_to_sunset: false });
       expect(metadata.consumers[0]).toMatchObject({ consumer: '0123456789abcdef', total_calls: 42 });
+      expect(JSON.parse(stdout).routes[2]).toMatchObject({
+        route: 'connection-get',
+        safe_to_sunset: true,
+        recording_since: new Date(LONG_RECORDED['connection-get'] as number).toISOString(),
+      });
 
       await redis.stop();
       const down = await runReport({ SHIM_REDIS_URL: redis.url });

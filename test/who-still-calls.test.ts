@@ -120,7 +120,14 @@ describe('who still calls the deprecated route', () => {
     upstream = running;
     const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-e2e-'));
     shim = await startShim(running.url, { dataDir }, [], ({ configs, logger }) => {
-      ledger = createLedger({ store: createFileLedgerStore({ dataDir, logger }), configs, logger });
+      // Recording for longer than the quiet period: only the calls decide.
+      const startedAt = Date.now() - 31 * 86_400_000;
+      ledger = createLedger({
+        store: createFileLedgerStore({ dataDir, logger }),
+        configs,
+        logger,
+        startedAt,
+      });
       return { usage: [ledger] };
     });
     // No API key and a body that is not JSON: answered 400 here, without asking Nango.

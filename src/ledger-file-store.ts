@@ -2,18 +2,20 @@ import { mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { isPlainObject, ROUTE_IDS, STAGES } from './config.js';
+import { isPlainObject, ROUTE_IDS } from './config.js';
 import {
   entryKey,
+  isLedgerTime,
+  LEDGER_ENTRY_KEYS,
   type LedgerEntry,
   type LedgerSnapshot,
   type LedgerStore,
+  ledgerEntryProblem,
   mergeEntries,
   mergeEntry,
   mergeSince,
   type RecordingSince,
 } from './ledger.js';
-import { ANONYMOUS, OTHER_CONSUMERS, STATUS_CLASSES, UNAUTHENTICATED } from './usage.js';
 
 export const LEDGER_FILE = 'deprecation-ledger.json';
 const FORMAT = 1;
@@ -26,66 +28,21 @@ interface LedgerFile {
   entries: LedgerEntry[];
 }
 
-const FINGERPRINT = /^[0-9a-f]{16}$/;
-/** The consumers that are not a key's fingerprint, and so carry none. */
-const SHARED_CONSUMERS: readonly string[] = [UNAUTHENTICATED, ANONYMOUS, OTHER_CONSUMERS];
-/** The latest instant a Date holds (ECMA-262 §21.4.1.22): a later one makes `toISOString` throw. */
-const MAX_TIME_MS = 8.64e15;
 /** `written_at`, as `Date.prototype.toISOString` writes it. */
 const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
-const ENTRY_KEYS: ReadonlyArray<keyof LedgerEntry> = [
-  'route',
-  'consumer',
-  'fingerprint',
-  'name',
-  'firstSeen',
-  'lastSeen',
-  'calls',
-  'lastUserAgent',
-  'stage',
-];
 const FILE_KEYS: ReadonlyArray<keyof LedgerFile> = ['format', 'written_at', 'recording_since', 'entries'];
-
-function isTime(value: unknown): value is number {
-  return Number.isSafeInteger(value) && (value as number) >= 0 && (value as number) <= MAX_TIME_MS;
-}
 
 function unknownKey(value: Record<string, unknown>, known: readonly string[]): string | undefined {
   return Object.keys(value).find((key) => !known.includes(key));
 }
 
-/** What is wrong with one entry as this code writes it, or undefined. `at` names it in the answer. */
+/** What is wrong with one entry of the file, or undefined. `at` names it in the answer. */
 function entryProblem(value: unknown, at: string): string | undefined {
   if (!isPlainObject(value)) return `${at} is not an object`;
-  const extra = unknownKey(value, ENTRY_KEYS);
+  const extra = unknownKey(value, LEDGER_ENTRY_KEYS);
   if (extra !== undefined) return `${at}.${extra} is an unknown key`;
-  const { route, consumer, fingerprint, name, firstSeen, lastSeen, calls, lastUserAgent, stage } = value;
-  if (!(ROUTE_IDS as readonly unknown[]).includes(route)) return `${at}.route is not a route id`;
-  if (typeof consumer !== 'string') return `${at}.consumer is not a string`;
-  if (SHARED_CONSUMERS.includes(consumer)) {
-    if (fingerprint !== null) return `${at}.fingerprint must be null for consumer ${consumer}`;
-  } else if (!FINGERPRINT.test(consumer)) {
-    return `${at}.consumer is neither a fingerprint (16 hex digits) nor ${SHARED_CONSUMERS.join(', ')}`;
-  } else if (fingerprint !== consumer) {
-    return `${at}.fingerprint must equal its consumer`;
-  }
-  if (name !== null && typeof name !== 'string') return `${at}.name is neither a string nor null`;
-  if (!isTime(firstSeen)) return `${at}.firstSeen is not a time in epoch milliseconds`;
-  if (!isTime(lastSeen)) return `${at}.lastSeen is not a time in epoch milliseconds`;
-  if (firstSeen > lastSeen) return `${at}.firstSeen is later than its lastSeen`;
-  if (!isPlainObject(calls)) return `${at}.calls is not an object`;
-  for (const [cls, count] of Object.entries(calls)) {
-    if (!(STATUS_CLASSES as readonly string[]).includes(cls))
-      return `${at}.calls.${cls} is not a status class`;
-    if (!Number.isSafeInteger(count) || (count as number) < 0) {
-      return `${at}.calls.${cls} is not a non-negative integer`;
-    }
-  }
-  if (lastUserAgent !== null && typeof lastUserAgent !== 'string') {
-    return `${at}.lastUserAgent is neither a string nor null`;
-  }
-  if (!(STAGES as readonly unknown[]).includes(stage)) return `${at}.stage is not a stage`;
-  return undefined;
+  const problem = ledgerEntryProblem(value);
+  return problem === undefined ? undefined : `${at}.${problem}`;
 }
 
 /**
@@ -107,7 +64,7 @@ function ledgerFileProblem(parsed: unknown): string | undefined {
     for (const [route, at] of Object.entries(since)) {
       if (!(ROUTE_IDS as readonly string[]).includes(route))
         return `recording_since.${route} is not a route id`;
-      if (!isTime(at)) return `recording_since.${route} is not a time in epoch milliseconds`;
+      if (!isLedgerTime(at)) return `recording_since.${route} is not a time in epoch milliseconds`;
     }
   }
   if (!Array.isArray(parsed.entries)) return 'entries is not an array';

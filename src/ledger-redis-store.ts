@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
-import { ROUTE_IDS, type RouteId, STAGES, type Stage } from './config.js';
-import type { LedgerEntry, LedgerStore, RecordingSince } from './ledger.js';
+import { ROUTE_IDS } from './config.js';
+import { type LedgerEntry, type LedgerStore, ledgerEntryProblem, type RecordingSince } from './ledger.js';
 import type { RedisConnection } from './redis.js';
-import type { StatusClass } from './usage.js';
 
 export const LEDGER_KEY_PREFIX = 'nango-shim:ledger:';
 /** The set of every entry hash, so a reader never has to SCAN. */
@@ -102,26 +101,38 @@ function fieldsOf(reply: unknown): Record<string, string> {
   return (reply ?? {}) as Record<string, string>;
 }
 
-/** An entry hash as a ledger entry, or undefined when it is not one (written by something else). */
-export function entryOfHash(fields: Record<string, string>): LedgerEntry | undefined {
-  const { route, consumer, first_seen, last_seen, stage } = fields;
-  if (!(ROUTE_IDS as readonly string[]).includes(route ?? '') || !consumer) return undefined;
-  if (!(STAGES as readonly string[]).includes(stage ?? '')) return undefined;
-  const calls: LedgerEntry['calls'] = {};
+/** A decimal field as a number; anything else as it is, for the check to name. */
+function numberField(text: string | undefined): unknown {
+  return text !== undefined && /^\d+$/.test(text) ? Number(text) : text;
+}
+
+/**
+ * An entry hash as a ledger entry, or undefined for a route this version does not know (written by another
+ * version sharing the Redis). Throws, naming the hash and its first problem, when it is damaged: shown, a
+ * time that is not one breaks the report and a count that is not one adds up wrong; left out, its consumer
+ * could let a route look safe to sunset.
+ */
+export function entryOfHash(key: string, fields: Record<string, string>): LedgerEntry | undefined {
+  if (!(ROUTE_IDS as readonly string[]).includes(fields.route ?? '')) return undefined;
+  const calls: Record<string, unknown> = {};
   for (const [field, value] of Object.entries(fields)) {
-    if (field.startsWith(CALLS_FIELD)) calls[field.slice(CALLS_FIELD.length) as StatusClass] = Number(value);
+    if (field.startsWith(CALLS_FIELD)) calls[field.slice(CALLS_FIELD.length)] = numberField(value);
   }
-  return {
-    route: route as RouteId,
-    consumer,
+  // Empty strings stand for null (MERGE_SCRIPT).
+  const entry = {
+    route: fields.route,
+    consumer: fields.consumer,
     fingerprint: fields.fingerprint || null,
     name: fields.name || null,
-    firstSeen: Number(first_seen),
-    lastSeen: Number(last_seen),
+    firstSeen: numberField(fields.first_seen),
+    lastSeen: numberField(fields.last_seen),
     calls,
     lastUserAgent: fields.last_user_agent || null,
-    stage: stage as Stage,
+    stage: fields.stage,
   };
+  const problem = ledgerEntryProblem(entry);
+  if (problem !== undefined) throw new Error(`${key} is not a ledger entry: ${problem}`);
+  return entry as LedgerEntry;
 }
 
 /**
@@ -161,8 +172,8 @@ export function createRedisLedgerStore(redis: RedisConnection): LedgerStore {
       ]);
       const hashes = await Promise.all(members.map((key) => redis.sendCommand(['HGETALL', key])));
       const entries: LedgerEntry[] = [];
-      for (const reply of hashes) {
-        const entry = entryOfHash(fieldsOf(reply));
+      for (const [index, reply] of hashes.entries()) {
+        const entry = entryOfHash(members[index] ?? '', fieldsOf(reply));
         if (entry) entries.push(entry);
       }
       return { entries, since: sinceOf(fieldsOf(since)) };

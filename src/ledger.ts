@@ -1,10 +1,11 @@
 import type { Logger } from 'pino';
 import type { ConfigHolder } from './app.js';
-import { ROUTE_IDS, type RouteId, type Stage } from './config.js';
+import { isPlainObject, ROUTE_IDS, type RouteId, STAGES, type Stage } from './config.js';
 import {
   ANONYMOUS,
   consumerOf,
   OTHER_CONSUMERS,
+  STATUS_CLASSES,
   type StatusClass,
   statusClass,
   UNAUTHENTICATED,
@@ -54,6 +55,63 @@ export interface LedgerStore {
   readonly available: boolean;
   /** Called when the store becomes available again, to write what was buffered. */
   onAvailable?(listener: () => void): void;
+}
+
+const FINGERPRINT = /^[0-9a-f]{16}$/;
+/** The consumers that are not a key's fingerprint, and so carry none. */
+const SHARED_CONSUMERS: readonly string[] = [UNAUTHENTICATED, ANONYMOUS, OTHER_CONSUMERS];
+/** The latest instant a Date holds (ECMA-262 §21.4.1.22): a later one makes `toISOString` throw. */
+const MAX_TIME_MS = 8.64e15;
+
+export const LEDGER_ENTRY_KEYS: ReadonlyArray<keyof LedgerEntry> = [
+  'route',
+  'consumer',
+  'fingerprint',
+  'name',
+  'firstSeen',
+  'lastSeen',
+  'calls',
+  'lastUserAgent',
+  'stage',
+];
+
+/** Whole epoch milliseconds a Date can hold. */
+export function isLedgerTime(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0 && (value as number) <= MAX_TIME_MS;
+}
+
+/**
+ * What is wrong with the fields of one entry as this code writes it (`lastSeen is not …`), or undefined.
+ * Every store checks what it reads back, since every count in it is added to and every time is shown: a
+ * count stored as the string "5" once became "51" on the next call.
+ */
+export function ledgerEntryProblem(value: Record<string, unknown>): string | undefined {
+  const { route, consumer, fingerprint, name, firstSeen, lastSeen, calls, lastUserAgent, stage } = value;
+  if (!(ROUTE_IDS as readonly unknown[]).includes(route)) return `route is not a route id`;
+  if (typeof consumer !== 'string') return `consumer is not a string`;
+  if (SHARED_CONSUMERS.includes(consumer)) {
+    if (fingerprint !== null) return `fingerprint must be null for consumer ${consumer}`;
+  } else if (!FINGERPRINT.test(consumer)) {
+    return `consumer is neither a fingerprint (16 hex digits) nor ${SHARED_CONSUMERS.join(', ')}`;
+  } else if (fingerprint !== consumer) {
+    return `fingerprint must equal its consumer`;
+  }
+  if (name !== null && typeof name !== 'string') return `name is neither a string nor null`;
+  if (!isLedgerTime(firstSeen)) return `firstSeen is not a time in epoch milliseconds`;
+  if (!isLedgerTime(lastSeen)) return `lastSeen is not a time in epoch milliseconds`;
+  if (firstSeen > lastSeen) return `firstSeen is later than its lastSeen`;
+  if (!isPlainObject(calls)) return `calls is not an object`;
+  for (const [cls, count] of Object.entries(calls)) {
+    if (!(STATUS_CLASSES as readonly string[]).includes(cls)) return `calls.${cls} is not a status class`;
+    if (!Number.isSafeInteger(count) || (count as number) < 0) {
+      return `calls.${cls} is not a non-negative integer`;
+    }
+  }
+  if (lastUserAgent !== null && typeof lastUserAgent !== 'string') {
+    return `lastUserAgent is neither a string nor null`;
+  }
+  if (!(STAGES as readonly unknown[]).includes(stage)) return `stage is not a stage`;
+  return undefined;
 }
 
 export function entryKey(route: string, consumer: string): string {

@@ -135,6 +135,48 @@ describe.skipIf(!HAS_REDIS_SERVER)('the ledger on Redis', () => {
     );
   });
 
+  it('refuses a damaged entry hash, naming it, instead of reporting it or leaving it out', async () => {
+    const { ledger } = await shimOnRedis();
+    const writer = connect();
+    await writer.whenReady(5_000);
+    const key = 'nango-shim:ledger:entry:connection-metadata:0123456789abcdef';
+    const hash = {
+      route: 'connection-metadata',
+      consumer: '0123456789abcdef',
+      fingerprint: '0123456789abcdef',
+      first_seen: String(Date.now() - 1000),
+      last_seen: String(Date.now()),
+      last_user_agent: 'crm-sync/4.2',
+      stage: 'translate',
+      calls_2xx: '3',
+    };
+    const store = createRedisLedgerStore(writer);
+    const damages: Array<[Record<string, string>, string]> = [
+      [{ last_seen: 'yesterday' }, 'lastSeen is not a time in epoch milliseconds'],
+      [{ first_seen: '' }, 'firstSeen is not a time in epoch milliseconds'],
+      [{ calls_2xx: '2.5' }, 'calls.2xx is not a non-negative integer'],
+      [{ calls_7xx: '1' }, 'calls.7xx is not a status class'],
+      [{ fingerprint: 'fedcba9876543210' }, 'fingerprint must equal its consumer'],
+    ];
+    for (const [damage, problem] of damages) {
+      await writer.sendCommand(['DEL', key]);
+      await writer.sendCommand(['HSET', key, ...Object.entries({ ...hash, ...damage }).flat()]);
+      await writer.sendCommand(['SADD', 'nango-shim:ledger:index', key]);
+      await expect(store.read(), problem).rejects.toThrow(`${key} is not a ledger entry: ${problem}`);
+      await expect(ledger.report()).rejects.toThrow(problem);
+    }
+    // A route this version does not know is another version's: left out, not an error.
+    await writer.sendCommand(['DEL', key]);
+    const future = 'nango-shim:ledger:entry:connection-put:0123456789abcdef';
+    await writer.sendCommand([
+      'HSET',
+      future,
+      ...Object.entries({ ...hash, route: 'connection-put' }).flat(),
+    ]);
+    await writer.sendCommand(['SADD', 'nango-shim:ledger:index', future]);
+    expect((await store.read()).entries).toEqual([]);
+  });
+
   it('keeps serving through a Redis outage and writes the buffered updates when Redis returns', async () => {
     const { shim, ledger } = await shimOnRedis({
       ledger: { flushIntervalMs: 100 },

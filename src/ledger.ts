@@ -385,12 +385,32 @@ export function createLedger({
     if (!failing) logger.debug({ entries: batch.length }, 'ledger written');
   }
 
+  /** Runs `step` after every write and read already asked for, and before any asked for later. */
+  function inTurn<T>(step: () => Promise<T>): Promise<T> {
+    const result = chain.then(step);
+    // A failure is the caller's to handle and never breaks the chain.
+    chain = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
+  }
+
   function flush(): Promise<void> {
-    // One write at a time, in order; a failure never breaks the chain.
-    chain = chain.then(writePending).catch((error: unknown) => {
+    return inTurn(writePending).catch((error: unknown) => {
       logger.error({ err: error }, 'ledger flush failed');
     });
-    return chain;
+  }
+
+  /**
+   * What is stored and what is buffered, read in turn with the writes: during a write its batch is in
+   * neither, and a report read then (a timed flush starting meanwhile) left those calls out.
+   */
+  function readAll(): Promise<{ stored: LedgerSnapshot; buffered: LedgerEntry[] }> {
+    return inTurn(async () => {
+      const stored = await store.read();
+      return { stored, buffered: [...pending.values()] };
+    });
   }
 
   const timer = setInterval(() => void flush(), configs.current.config.ledger.flushIntervalMs);
@@ -407,9 +427,9 @@ export function createLedger({
     flush,
     async report(now = Date.now()) {
       await flush();
-      const stored = await store.read();
+      const { stored, buffered } = await readAll();
       const { config } = configs.current;
-      return summarizeLedger(mergeEntries(stored.entries, [...pending.values()]).values(), {
+      return summarizeLedger(mergeEntries(stored.entries, buffered).values(), {
         now,
         quietPeriodDays: config.ledger.quietPeriodDays,
         consumers: config.consumers,

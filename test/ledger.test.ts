@@ -264,6 +264,31 @@ describe('createLedger', () => {
     await ledger.close();
   });
 
+  it('reports a call buffered while a timed write starts during the report', async () => {
+    // A store whose writes take a while, as a file synced to disk or a Redis round trip do.
+    const written: LedgerEntry[][] = [];
+    const store: LedgerStore = {
+      available: true,
+      async read() {
+        return { entries: written.flat(), since: {} };
+      },
+      async write(deltas) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        written.push(deltas);
+        return [];
+      },
+    };
+    const ledger = createLedger({ store, configs: configsWith(), logger: createLogger('silent') });
+    ledger.record(call('000000000000000a', NOW));
+    const report = ledger.report(NOW + 20);
+    // While the report's own flush writes, another call comes and the timer's flush starts.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    ledger.record(call('000000000000000a', NOW + 10));
+    void ledger.flush();
+    expect((await report).routes[0]?.consumers[0]).toMatchObject({ total_calls: 2 });
+    await ledger.close();
+  });
+
   it('reports what is stored and what is not written yet', async () => {
     const { store } = switchableStore();
     const ledger = createLedger({ store, configs: configsWith(), logger: createLogger('silent') });

@@ -51,14 +51,25 @@ function isStillCalled(route: RouteUsage, report: DeprecationReport): boolean {
   return route.consumers.some((usage) => usage.blocks_sunset && Date.parse(usage.last_seen) >= quietSince);
 }
 
+/** Control characters (C0, DEL, C1): what a terminal may act on instead of showing. */
+const CONTROL = /\p{Cc}/gu;
+
+/**
+ * A cell as the terminal will show it: a client chooses its User-Agent, and node:http reads bytes 0x80-0xff
+ * as U+0080-U+00FF, so CSI (U+009B) or NEL (U+0085) could move the cursor over the table. Shown as escapes.
+ */
+function printable(text: string): string {
+  return text.replace(CONTROL, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 function formatTable(report: DeprecationReport): string {
   const rows = [['ROUTE', 'CONSUMER', 'CALLS', 'LAST SEEN', 'CLIENT']];
   for (const route of report.routes) {
     for (const usage of route.consumers) {
-      const client = usage.last_user_agent ?? '-';
+      const client = printable(usage.last_user_agent ?? '-');
       rows.push([
         route.route,
-        consumerCell(usage),
+        printable(consumerCell(usage)),
         String(usage.total_calls),
         usage.last_seen,
         client.length > CLIENT_WIDTH ? `${client.slice(0, CLIENT_WIDTH - 1)}…` : client,

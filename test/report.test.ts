@@ -101,6 +101,16 @@ describe('npm run report', () => {
     });
   });
 
+  it("shows a client's control characters as escapes instead of sending them to the terminal", async () => {
+    // Any caller, even without a key, picks its User-Agent, and node:http passes bytes 0x80-0xff through
+    // as U+0080-U+00FF: CSI (U+009B) and NEL (U+0085) are terminal controls that could rewrite the table.
+    const hostile = { ...ENTRIES[2], lastUserAgent: 'curl/8.5.0\u009b2A\u009b2K\u0085\tx' };
+    const { code, stdout } = await runReport({ SHIM_DATA_DIR: dataDirWith(ledgerFile([hostile])) });
+    expect(code).toBe(0);
+    expect(stdout.replaceAll('\n', '')).not.toMatch(/\p{Cc}/u);
+    expect(stdout).toContain('curl/8.5.0\\u009b2A\\u009b2K\\u0085\\u0009x');
+  });
+
   it('prints JSON for scripts with --json', async () => {
     const dataDir = dataDirWith(ledgerFile());
     const { code, stdout } = await runReport({ SHIM_DATA_DIR: dataDir }, ['--json']);

@@ -44,11 +44,18 @@ export interface TrafficObserver {
 
 /**
  * A rate limiter in front of a scope (a deprecated route id, or all pass-through traffic). It either answers
- * the request itself (429) or calls `proceed`. Absent scopes are not limited.
+ * the request itself (429 over the budget; 503 when the budget cannot be checked, after calling
+ * `unavailable`) or calls `proceed`. Absent scopes are not limited.
  */
 export interface RequestLimiter {
   appliesTo(scope: RouteId | 'passthrough'): boolean;
-  check(scope: RouteId | 'passthrough', req: IncomingMessage, res: ServerResponse, proceed: () => void): void;
+  check(
+    scope: RouteId | 'passthrough',
+    req: IncomingMessage,
+    res: ServerResponse,
+    proceed: () => void,
+    unavailable?: () => void,
+  ): void;
 }
 
 export interface AppOptions {
@@ -284,8 +291,12 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
         },
       );
     };
-    if (limited && limiter) limiter.check(migration.routeId, req, res, run);
-    else run();
+    if (limited && limiter) {
+      // A budget that cannot be checked is no budget spent: the 503 counts as failed, not rate-limited.
+      limiter.check(migration.routeId, req, res, run, () => {
+        outcome.action = 'failed';
+      });
+    } else run();
   }
 
   function dispatch(req: IncomingMessage, res: ServerResponse): void {

@@ -183,7 +183,7 @@ export function createRateLimiter({ configs, logger, redis }: RateLimiterOptions
     appliesTo(scope) {
       return current().has(scope);
     },
-    check(scope, req, res, proceed) {
+    check(scope, req, res, proceed, unavailable = () => {}) {
       const limiter = current().get(scope);
       if (!limiter) {
         proceed();
@@ -200,6 +200,7 @@ export function createRateLimiter({ configs, logger, redis }: RateLimiterOptions
         }
         // Only without failOpen: the budget cannot be checked, so the request is refused, not let through.
         limiter.logFailure(error);
+        unavailable();
         sendLocalAnswer(
           res,
           errorAnswer('rateLimitUnavailable', {

@@ -4,6 +4,7 @@ import { weakEtag } from '../src/etag.js';
 import { createLogger } from '../src/logger.js';
 import { createRateLimiter, limitRules, type RateLimiter } from '../src/rate-limit.js';
 import { createRedisConnection, type RedisConnection } from '../src/redis.js';
+import type { UsageSink } from '../src/usage.js';
 import { loadCaptures } from './support/captures.js';
 import { type EchoUpstream, patchLegacyMetadata, startEchoUpstream } from './support/echo-upstream.js';
 import { DEV_KEY, startFakeNango } from './support/fake-nango.js';
@@ -32,9 +33,10 @@ afterEach(async () => {
 async function limitedShim(
   overrides: Record<string, unknown>,
   redis?: RedisConnection,
+  usage: UsageSink[] = [],
 ): Promise<RunningShim> {
   let limiter: RateLimiter | undefined;
-  const shim = await startShim(upstream.url, overrides, [], ({ configs, logger }) => {
+  const shim = await startShim(upstream.url, overrides, usage, ({ configs, logger }) => {
     limiter = createRateLimiter({ configs, logger, redis });
     return { limiter };
   });
@@ -287,9 +289,12 @@ describe.skipIf(!HAS_REDIS_SERVER)('rate limits on Redis', () => {
     expect((await patchLegacyMetadata(shim.url, key)).status).toBe(429);
   });
 
-  it('refuses with 503 while Redis is down when failOpen is off', async () => {
+  it('refuses with 503 while Redis is down when failOpen is off, counted as failed, not rate-limited', async () => {
     const connection = await connect();
-    const shim = await limitedShim({ ...METADATA_LIMIT, rateLimit: { failOpen: false } }, connection);
+    const actions: string[] = [];
+    const shim = await limitedShim({ ...METADATA_LIMIT, rateLimit: { failOpen: false } }, connection, [
+      { record: (event) => actions.push(`${event.action} ${event.status}`) },
+    ]);
     await redis.stop();
     try {
       const refused = await patchLegacyMetadata(shim.url, KEY_A);
@@ -299,6 +304,8 @@ describe.skipIf(!HAS_REDIS_SERVER)('rate limits on Redis', () => {
       await redis.start();
     }
     expect(upstream.requests).toEqual([]);
+    // The key did not spend its budget: whoever graphs rate-limited calls must not see a Redis outage.
+    await expect.poll(() => actions).toEqual(['failed 503']);
   });
 
   it('fails open within about 1 s when Redis hangs, says so once, and limits again once it resumes', async () => {

@@ -416,6 +416,10 @@ export function createLedger({
   const timer = setInterval(() => void flush(), configs.current.config.ledger.flushIntervalMs);
   timer.unref();
   store.onAvailable?.(() => {
+    // Back after an outage, the store may have lost all it held (a Redis restarted without persistence):
+    // this instance vouches for its record only from now. A store that kept its data keeps its earlier start.
+    const now = Date.now();
+    for (const route of ROUTE_IDS) since[route] = now;
     sinceStored = false;
     void flush();
   });

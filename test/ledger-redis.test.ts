@@ -13,6 +13,7 @@ import { type EchoUpstream, patchLegacyMetadata, startEchoUpstream } from './sup
 import { HAS_REDIS_SERVER, startTestRedis, type TestRedis } from './support/redis-server.js';
 import { DEFAULTS, type RunningShim, startShim } from './support/shim.js';
 import { within } from './support/upstream.js';
+import { usageEvent } from './support/usage-event.js';
 
 const KEY_A = 'a11ce000-1111-4111-8111-5ec2e7000001';
 const KEY_B = 'b0b00000-2222-4222-8222-5ec2e7000002';
@@ -135,6 +136,30 @@ describe.skipIf(!HAS_REDIS_SERVER)('the ledger on Redis', () => {
     );
   });
 
+  it('starts its record again when Redis comes back empty, rather than vouch for what Redis lost', async () => {
+    const day = 86_400_000;
+    const connection = connect();
+    await connection.whenReady(5_000);
+    const ledger = createLedger({
+      store: createRedisLedgerStore(connection),
+      configs: { current: parseConfig([DEFAULTS]) },
+      logger: createLogger('silent'),
+      startedAt: Date.now() - 40 * day,
+    });
+    closers.push(() => ledger.close());
+    ledger.record(usageEvent({ fingerprint: '0123456789abcdef', at: Date.now() - 10 * day }));
+    await ledger.flush();
+    const safe = async () => (await ledger.report()).routes.map((route) => route.safe_to_sunset);
+    expect(await safe()).toEqual([false, true, true, true, true]);
+
+    // Restarted without persistence: the call of ten days ago is gone, and so is the record of quiet.
+    await redis.stop();
+    await redis.start();
+    await connection.whenReady(5_000);
+    await ledger.flush();
+    expect(await safe()).toEqual(ROUTE_IDS.map(() => false));
+  });
+
   it('refuses a damaged entry hash, naming it, instead of reporting it or leaving it out', async () => {
     const { ledger } = await shimOnRedis();
     const writer = connect();
@@ -228,6 +253,8 @@ describe.skipIf(!HAS_REDIS_SERVER)('the ledger on Redis', () => {
     const { shim, ledger } = await shimOnRedis({ ledger: { flushIntervalMs: 100 } });
     expect((await patchLegacyMetadata(shim.url, KEY_A)).status).toBe(200);
     await ledger.flush();
+    const recordingSince = async () => (await ledger.report()).routes.map((route) => route.recording_since);
+    const since = await recordingSince();
     const admin = createAdminApp({
       configs: shim.configs,
       logger: shim.logger,
@@ -269,6 +296,8 @@ describe.skipIf(!HAS_REDIS_SERVER)('the ledger on Redis', () => {
     expect(first?.lastUserAgent).toBe('during/1');
     expect(first?.calls['2xx']).toBeGreaterThanOrEqual(4);
     expect(first?.calls['2xx']).toBeLessThanOrEqual(7);
+    // The same Redis, with its data, on a new connection: the record runs on from where it began.
+    expect(await recordingSince()).toEqual(since);
     const messages = shim.logs().map((line) => line.msg);
     expect(messages.filter((msg) => msg === 'redis unavailable')).toHaveLength(1);
     expect(messages.filter((msg) => msg === 'ledger write failed')).toHaveLength(1);

@@ -120,6 +120,10 @@ export function createFileLedgerStore({ dataDir, logger }: FileLedgerStoreOption
     entries = mergeEntries(stored.entries);
     since = stored.since;
   } catch (error) {
+    // A file the process cannot read (permissions, a folder in its place, a disk error) is not a damaged
+    // ledger: moving it aside would start an empty one and hide every consumer it holds until someone
+    // noticed. Start-up stops instead, naming the error ('ledger cannot be opened').
+    if ((error as NodeJS.ErrnoException).code !== undefined) throw error;
     const aside = `${file}.unreadable-${Date.now()}`;
     renameSync(file, aside);
     logger.error({ file, movedTo: aside, reason: (error as Error).message }, 'ledger file unreadable');

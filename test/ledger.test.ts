@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -384,6 +384,16 @@ describe('the ledger file', () => {
     expect(aside).toBeDefined();
     expect(readFileSync(join(dataDir, aside as string), 'utf8')).toBe('{"not":"a ledger"');
     expect(lines().some((line) => line.msg === 'ledger file unreadable')).toBe(true);
+  });
+
+  it('refuses to open a ledger it cannot read, instead of moving it aside and starting an empty one', () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-ledger-'));
+    // A folder where the file should be: read fails as it does for a file the process may not read.
+    mkdirSync(join(dataDir, LEDGER_FILE));
+    const { logger, lines } = capturedLogger();
+    expect(() => createFileLedgerStore({ dataDir, logger })).toThrow(/EISDIR/);
+    expect(readdirSync(dataDir)).toEqual([LEDGER_FILE]);
+    expect(lines().some((line) => line.msg === 'ledger file unreadable')).toBe(false);
   });
 
   it('moves a damaged file aside, saying where, instead of adding to counts that are not numbers', async () => {

@@ -47,6 +47,16 @@ export function carriesToken(authorization: string | undefined, token: string): 
 }
 
 /**
+ * Whether a listener bound to this address can be reached from other hosts: anything but a loopback address
+ * (127.0.0.0/8, ::1, and 127.x written as an IPv4-mapped IPv6 address). Without a token such an admin port
+ * shows the ledger and the configuration to the network, which start-up then warns about.
+ */
+export function reachableFromOtherHosts(address: string): boolean {
+  const ipv4 = address.startsWith('::ffff:') ? address.slice('::ffff:'.length) : address;
+  return !(ipv4.startsWith('127.') || address === '::1');
+}
+
+/**
  * The admin side, on its own listener (main.ts): health checks for the orchestrator, Prometheus metrics,
  * the deprecation ledger and the active configuration. The token (`admin.token`) is read once: changing
  * it needs a restart, like the admin listener itself.

@@ -2,7 +2,7 @@
 import './hangup.js';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createAdminApp } from './admin.js';
+import { createAdminApp, reachableFromOtherHosts } from './admin.js';
 import { createApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 import { takeHangups } from './hangup.js';
@@ -110,6 +110,13 @@ async function start(): Promise<void> {
       { host: address.address, port: address.port, tokenRequired: config.admin.token !== null },
       'admin listening',
     );
+    if (config.admin.token === null && reachableFromOtherHosts(address.address)) {
+      // An empty SHIM_ADMIN_TOKEN counts as unset: a secret that failed to mount lands here, not in a refusal.
+      logger.warn(
+        { host: address.address, port: address.port },
+        'admin port open to other hosts without a token',
+      );
+    }
     logger.flush();
   });
 

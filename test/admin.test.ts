@@ -1,6 +1,6 @@
 import request from 'supertest';
 import { describe, expect, it } from 'vitest';
-import { carriesToken, createAdminApp } from '../src/admin.js';
+import { carriesToken, createAdminApp, reachableFromOtherHosts } from '../src/admin.js';
 import { parseConfig } from '../src/config.js';
 import { summarizeLedger } from '../src/ledger.js';
 import { createLogger } from '../src/logger.js';
@@ -26,6 +26,17 @@ function adminApp({
     isDraining: () => draining,
   });
 }
+
+describe('reachableFromOtherHosts', () => {
+  it('tells a loopback listener from one other hosts can reach', () => {
+    for (const loopback of ['127.0.0.1', '127.1.2.3', '::1', '::ffff:127.0.0.1']) {
+      expect(reachableFromOtherHosts(loopback), loopback).toBe(false);
+    }
+    for (const open of ['0.0.0.0', '::', '10.0.0.7', '192.168.1.2', '::ffff:10.0.0.7', 'fe80::1']) {
+      expect(reachableFromOtherHosts(open), open).toBe(true);
+    }
+  });
+});
 
 describe('carriesToken', () => {
   it('accepts only the exact bearer token, whatever the scheme case', () => {

@@ -79,4 +79,26 @@ describe('the entry point', () => {
     expect(written).not.toContain('shim-user');
     expect(running.lines.find((line) => line.msg === 'shim listening')?.upstream).toBe(upstream.url);
   });
+
+  it('warns of an admin port without a token only when other hosts can reach it', async () => {
+    const upstream = track(await startEchoUpstream());
+    // An empty variable (a secret that did not mount) counts as no token. The default host is loopback.
+    const running = track(await startChildShim({ SHIM_UPSTREAM_URL: upstream.url, SHIM_ADMIN_TOKEN: '' }));
+    await expect.poll(() => running.lines.find((line) => line.msg === 'admin listening')).toBeDefined();
+    expect(running.lines.find((line) => line.msg === 'admin listening')).toMatchObject({
+      tokenRequired: false,
+    });
+    expect(running.lines.filter((line) => line.level === 'warn')).toEqual([]);
+    // Bound to every address (the test still talks to it on 127.0.0.1 only).
+    const open = track(
+      await startChildShim({
+        SHIM_UPSTREAM_URL: upstream.url,
+        SHIM_ADMIN_TOKEN: '',
+        SHIM_ADMIN_HOST: '0.0.0.0',
+      }),
+    );
+    await expect
+      .poll(() => open.lines.find((line) => line.msg === 'admin port open to other hosts without a token'))
+      .toMatchObject({ level: 'warn', host: '0.0.0.0' });
+  });
 });

@@ -194,6 +194,22 @@ function reportCutAnswer(this: IncomingMessage, error: Error): void {
   (this as IncomingMessage & { req?: http.ClientRequest }).req?.emit('error', error);
 }
 
+/**
+ * Refuses an answer whose status node:http cannot write: llhttp reads any three digits as a status, but
+ * ServerResponse throws on one under 100 from inside the piped answer's stream, so one such answer
+ * (`HTTP/1.1 000`) would kill the whole process. RFC 9110 §15: it is no HTTP status. Reported through the
+ * upstream request's `error` like any answer the shim cannot pass on (502 upstream_response_lost, nothing of
+ * it sent), and its connection is dropped. True when refused: the caller then leaves the answer alone.
+ */
+function refuseUnwritableStatus(proxyRes: IncomingMessage): boolean {
+  const status = proxyRes.statusCode ?? 0;
+  if (status >= 100) return false;
+  const upstreamRequest = (proxyRes as IncomingMessage & { req?: http.ClientRequest }).req;
+  upstreamRequest?.emit('error', new Error(`the upstream answered with status ${status}, which is not HTTP`));
+  upstreamRequest?.destroy();
+  return true;
+}
+
 export function createForwarder(config: Config, onPassThroughError: PassThroughErrorHandler): Forwarder {
   const target = new URL(config.upstream.url);
   const secure = target.protocol === 'https:';
@@ -252,6 +268,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   const proxy = createProxyServer(proxyOptions);
   // The answer's connection is the client's: keep-alive unless it or the draining server said otherwise.
   proxy.on('proxyRes', (proxyRes, _req, res) => {
+    if (refuseUnwritableStatus(proxyRes)) return;
     setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
     // One listener per upstream answer, a shared function: no closure, no timer. See reportCutAnswer.
     proxyRes.on('error', reportCutAnswer);
@@ -268,6 +285,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   const streamed = createProxyServer(streamedOptions);
   const rateLimitRenames = new WeakMap<IncomingMessage, RateLimitRename>();
   streamed.on('proxyRes', (proxyRes, req, res) => {
+    if (refuseUnwritableStatus(proxyRes)) return;
     setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
     // An answer the upstream cuts is reported and cuts the client's, streamed or read whole: reportCutAnswer.
     proxyRes.on('error', reportCutAnswer);

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { createMetrics, type Metrics } from '../src/metrics.js';
 import { closedAfterEach } from './support/cleanup.js';
@@ -6,6 +7,7 @@ import { exchangeRaw } from './support/raw-http.js';
 import { type RunningShim, startShim } from './support/shim.js';
 import {
   closedPort,
+  listen,
   type RecordingUpstream,
   request,
   startUpstream,
@@ -257,6 +259,62 @@ describe('an upstream that closes its connection in the middle of an answer', ()
     expect(await shim.shim.drain(2_000)).toBe(true);
     expect(performance.now() - started).toBeLessThan(1_000);
     expect((await reply).closed).toBe(true);
+  });
+});
+
+/** A raw TCP upstream: the first request gets `bytes` (then the connection closes), every later one `healthy`. */
+async function rawFirstThenHealthy(bytes: string): Promise<string> {
+  let calls = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.once('data', () => {
+      calls += 1;
+      socket.end(
+        calls === 1 ? bytes : 'HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nhealthy',
+      );
+    });
+  });
+  const port = await listen(server);
+  track({
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  });
+  return `http://127.0.0.1:${port}`;
+}
+
+describe('an upstream answer node:http cannot pass on', () => {
+  const LEGACY_GET = {
+    path: '/connection/conn-1?provider_config_key=github',
+    headers: { authorization: 'Bearer 9b2f6a4e-8d3c-4b1a-9e7f-2c5d8a1b3e4f' },
+  };
+
+  it.each([
+    ['000', 'pass-through', { path: '/providers' }],
+    ['099', 'pass-through', { path: '/providers' }],
+    ['000', 'a streamed translation', LEGACY_GET],
+  ])('answers 502 upstream_response_lost to status %s on %s, and stays up', async (status, _path, call) => {
+    const upstreamUrl = await rawFirstThenHealthy(
+      `HTTP/1.1 ${status} Odd\r\nContent-Length: 4\r\nConnection: close\r\n\r\nodd!`,
+    );
+    shim = track(await startShim(upstreamUrl, { upstream: { timeoutMs: TIMEOUT_MS } }));
+
+    // node:http cannot write a status under 100: passed on, it threw from inside the answer's stream and
+    // the process died with every request in it.
+    const res = await within(5_000, 'answer', request(shim.url, call));
+
+    expect(res.status).toBe(502);
+    expect(JSON.parse(res.body.toString())).toEqual({
+      error: { code: 'upstream_response_lost', message: expect.any(String) },
+    });
+    expect(shim.logs().filter((line) => line.msg === 'upstream request failed')).toEqual([
+      expect.objectContaining({ failure: 'lost' }),
+    ]);
+    await expectNextRequestHealthy(shim.url);
   });
 });
 

@@ -104,11 +104,25 @@ function setAnswerConnection(headers: IncomingHttpHeaders, keepAlive: boolean): 
 }
 
 /**
- * Arms the no-answer timeout on every request the agent carries. http-proxy-3 announces no `proxyReq` for a
- * request with an `Expect` header (its head is already flushed) nor for a WebSocket upgrade, and those hung
- * for ever on a silent upstream. `addRequest` is where node:http hands each request to its agent.
+ * A `101 Switching Protocols` to a request that asked for no upgrade (RFC 9110 §7.8: a server switches only to
+ * a protocol the request's Upgrade named). node:http hands it to an `upgrade` listener and, with none, drops
+ * the socket without a word to the request: http-proxy-3 never hears of it, and the client would wait for
+ * ever, past upstream.timeoutMs, holding a shutdown until its grace period ends. Reported through the request's
+ * `error` like any answer the shim cannot pass on (502 upstream_response_lost); the socket is dropped.
  */
-function armAnswerTimeouts(agent: http.Agent, timeoutMs: number, agentTimeoutMs: number): void {
+function refuseUnrequestedSwitch(this: http.ClientRequest, _answer: IncomingMessage, socket: Duplex): void {
+  socket.destroy();
+  this.emit('error', new Error('the upstream switched protocols although no upgrade was asked for'));
+}
+
+/**
+ * Watches every request the agent carries, from where node:http hands it to its agent (`addRequest`):
+ * http-proxy-3 announces no `proxyReq` for a request with an `Expect` header (its head is already flushed)
+ * nor for a WebSocket upgrade. It arms the no-answer timeout (those requests hung for ever on a silent
+ * upstream), refuses a protocol switch nobody asked for (refuseUnrequestedSwitch), and sends a request that
+ * came without a body without one.
+ */
+function watchUpstreamRequests(agent: http.Agent, timeoutMs: number, agentTimeoutMs: number): void {
   const carrier = agent as http.Agent & { addRequest(req: http.ClientRequest, options: object): void };
   const addRequest = carrier.addRequest.bind(agent);
   const onAnswerTimeout = function onAnswerTimeout(this: http.ClientRequest) {
@@ -120,23 +134,14 @@ function armAnswerTimeouts(agent: http.Agent, timeoutMs: number, agentTimeoutMs:
     // timeout than pooled sockets may idle is armed on the request itself.
     if (timeoutMs === agentTimeoutMs) req.on('timeout', onAnswerTimeout);
     else req.setTimeout(timeoutMs, onAnswerTimeout);
-    addRequest(req, options);
-  };
-}
-
-/**
- * RFC 9112 §6.3: a request with neither Content-Length nor Transfer-Encoding has no body, and Nango's JSON
- * parser tells that apart from an empty body (type-is hasBody): a `PATCH /connection/metadata` without one
- * gets "expected object, received undefined", an empty one parses as `{}` and gets three issues, and a
- * path-style POST without one stores nothing where `{}` replaces the metadata. node:http frames every
- * PATCH, POST or PUT it sends (`Content-Length: 0`, or chunked once a body stream is piped in), so the
- * upstream saw a body the client never sent. A request the agent carries without either header is sent
- * without either, as it came; http-proxy-3's `Content-Length: 0` on a bodiless DELETE or OPTIONS stays.
- */
-function forwardBodilessAsBodiless(agent: http.Agent): void {
-  const carrier = agent as http.Agent & { addRequest(req: http.ClientRequest, options: object): void };
-  const addRequest = carrier.addRequest.bind(agent);
-  carrier.addRequest = (req, options) => {
+    // A WebSocket upgrade has http-proxy-3's own listener; every other request asked for no switch.
+    if (req.getHeader('upgrade') === undefined) req.on('upgrade', refuseUnrequestedSwitch);
+    // RFC 9112 §6.3: a request with neither Content-Length nor Transfer-Encoding has no body, and Nango's JSON
+    // parser tells that apart from an empty one (type-is hasBody): a `PATCH /connection/metadata` without one
+    // gets "expected object, received undefined", an empty one parses as `{}` and gets three issues, and a
+    // path-style POST without one stores nothing where `{}` replaces the metadata. node:http frames every
+    // PATCH, POST or PUT it sends (`Content-Length: 0`, or chunked once a body is piped in): such a request is
+    // sent without either, as it came. http-proxy-3's `Content-Length: 0` on a bodiless DELETE or OPTIONS stays.
     if (!req.hasHeader('content-length') && !req.hasHeader('transfer-encoding'))
       req.useChunkedEncodingByDefault = false;
     addRequest(req, options);
@@ -228,8 +233,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     : new http.Agent(agentOptions);
   const timeoutMs = config.upstream.timeoutMs;
   // A no-answer timeout measured on the upstream socket, so 504 can be told apart from a reset.
-  armAnswerTimeouts(agent, timeoutMs, agentOptions.timeout);
-  forwardBodilessAsBodiless(agent);
+  watchUpstreamRequests(agent, timeoutMs, agentOptions.timeout);
   const host = target.host;
   const basePath = target.pathname.replace(/\/$/, '');
 

@@ -316,6 +316,28 @@ describe('an upstream answer node:http cannot pass on', () => {
     ]);
     await expectNextRequestHealthy(shim.url);
   });
+
+  it.each([
+    ['pass-through', { path: '/providers' }],
+    ['a streamed translation', LEGACY_GET],
+  ])('answers 502 at once to a protocol switch no request asked for, on %s', async (_path, call) => {
+    const upstreamUrl = await rawFirstThenHealthy(
+      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: something\r\nConnection: upgrade\r\n\r\n',
+    );
+    shim = track(await startShim(upstreamUrl, { upstream: { timeoutMs: TIMEOUT_MS } }));
+
+    // node:http dropped the switched socket without telling the request: the client waited for ever, past
+    // upstream.timeoutMs, and stayed in flight.
+    const { value: res, ms } = await timed(within(5_000, 'answer', request(shim.url, call)));
+
+    expect(res.status).toBe(502);
+    expect(JSON.parse(res.body.toString())).toEqual({
+      error: { code: 'upstream_response_lost', message: expect.any(String) },
+    });
+    expect(ms).toBeLessThan(TIMEOUT_MS);
+    expect(shim.shim.inFlight()).toBe(0);
+    await expectNextRequestHealthy(shim.url);
+  });
 });
 
 describe('logs', () => {

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { sendLocalAnswerOnSocket } from './answer.js';
 import type { App } from './app.js';
 import type { Config } from './config.js';
-import { errorAnswer } from './errors.js';
+import { errorAnswer, type LocalAnswer } from './errors.js';
 import { LiveList } from './live-list.js';
 
 export interface ShimServer {
@@ -26,6 +26,35 @@ function clientErrorAnswer(code: string | undefined) {
     return errorAnswer('requestTimeout', { message: 'The request did not arrive in time.' });
   }
   return errorAnswer('badRequest', { message: 'The request is not valid HTTP.' });
+}
+
+/** The answer node:http is writing on a connection, if any (the field its own clientError default reads). */
+function answerInProgress(socket: Socket): ServerResponse | undefined {
+  return (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage ?? undefined;
+}
+
+/**
+ * Answers bytes that are not valid HTTP (or came too slowly) with one of the shim's own answers and closes
+ * the connection, without breaking an answer already under way on it. Pipelined after a whole request (a
+ * client's body longer than its Content-Length, say), they cannot be answered at once on the raw socket:
+ * that would land inside the streamed body of the answer in progress (the client reads the 400's bytes as
+ * its 200's body), or before it, so a request the upstream applied would seem refused. RFC 9112 §9.3.2:
+ * answers go in the order of the requests, so the refusal waits for every answer before it. Only when the request being
+ * answered is itself the broken one (its body cannot be read, or did not come in time) is the refusal its
+ * answer, as in node:http's default: sent if nothing of the answer has been, else the connection is cut.
+ */
+function refuseClient(socket: Socket, refusal: LocalAnswer): void {
+  const answering = answerInProgress(socket);
+  if (answering === undefined) {
+    sendLocalAnswerOnSocket(socket, refusal);
+  } else if (answering.req.complete) {
+    // `close` comes after `finish`, once node:http has moved on to the next pipelined answer, if any.
+    answering.once('close', () => refuseClient(socket, refusal));
+  } else if (!answering.headersSent) {
+    sendLocalAnswerOnSocket(socket, refusal);
+  } else {
+    socket.destroy();
+  }
 }
 
 /** The public listener: node:http with the timeouts a gateway needs, the app's handlers, and draining. */
@@ -71,9 +100,15 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
     socket.once('close', () => upgraded.delete(socket));
     app.handleUpgrade(req, socket, head);
   });
+  // node:http reports a broken connection again with every chunk that follows: it is refused once.
+  const refused = new WeakSet<Socket>();
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
-    if (error.code === 'ECONNRESET') socket.destroy();
-    else sendLocalAnswerOnSocket(socket, clientErrorAnswer(error.code));
+    if (error.code === 'ECONNRESET') {
+      socket.destroy();
+    } else if (!refused.has(socket)) {
+      refused.add(socket);
+      refuseClient(socket, clientErrorAnswer(error.code));
+    }
   });
 
   return {

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
 import { answerCount, exchangeRaw, jsonBodyOf, statusOf } from './support/raw-http.js';
 import { type RunningShim, startShim } from './support/shim.js';
-import { listen, type RawResponse, request } from './support/upstream.js';
+import { listen, type RawResponse, request, startUpstream } from './support/upstream.js';
 
 const BODY_LIMIT = 1024 * 1024;
 const HEADERS_TIMEOUT_MS = 500;
@@ -251,6 +251,66 @@ describe('request smuggling', () => {
       },
     );
   }
+});
+
+describe('bytes that are not HTTP after a whole request', () => {
+  const write = '{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{"n":2}}';
+
+  it.each([
+    ['a translated write', '/connection/metadata'],
+    ['a pass-through write', '/connections/metadata'],
+  ])('answers %s first, then refuses the bytes after it and closes', async (_name, target) => {
+    const head = rawHead('PATCH', target, {
+      Authorization: AUTH,
+      'Content-Type': 'application/json',
+      'Content-Length': write.length,
+    });
+
+    // A client whose body runs past its Content-Length: the rest is read as the next request.
+    const exchange = await exchangeRaw(shim.url, `${head}${write}garbage\r\n\r\n`);
+
+    // The write was applied, so its own answer comes first (RFC 9112 §9.3.2), never the 400 in its place.
+    expect(successorWrites()).toBe(1);
+    const [answer, refusal] = exchange.text.split(/(?=HTTP\/1\.1 )/);
+    expect(answer).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(answer?.endsWith(`\r\n\r\n${write}`)).toBe(true);
+    expect(refusal).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*"code":"bad_request"/);
+    expect(exchange.closed).toBe(true);
+  });
+
+  it('never writes its refusal into the body of a streamed answer under way', async () => {
+    const slow = await startUpstream((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 10 });
+      res.write('first');
+      setTimeout(() => res.end('-last'), 300);
+    });
+    const slowShim = await startShim(slow.url);
+    try {
+      const port = Number(new URL(slowShim.url).port);
+      const text = await new Promise<string>((resolve) => {
+        const socket = net.connect(port, '127.0.0.1');
+        let received = '';
+        socket.on('data', (chunk: Buffer) => {
+          received += chunk.toString('latin1');
+          // The answer has started: now the client sends bytes that are not HTTP.
+          if (received.endsWith('first')) socket.write('garbage\r\n\r\n');
+        });
+        socket.on('error', () => {});
+        socket.on('close', () => resolve(received));
+        socket.write('GET /files/1 HTTP/1.1\r\nHost: shim.test\r\n\r\n');
+        setTimeout(() => socket.destroy(), 3_000);
+      });
+
+      // The 200's ten bytes are its own: the refusal follows it whole, and the connection then closes.
+      const [answer, refusal] = text.split(/(?=HTTP\/1\.1 )/);
+      expect(answer).toMatch(/^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nfirst-last$/);
+      expect(refusal).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*"code":"bad_request"/);
+    } finally {
+      await slowShim.close();
+      await slow.close();
+    }
+  });
 });
 
 describe('bodies that are not what they claim', () => {

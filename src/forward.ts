@@ -148,6 +148,33 @@ function watchUpstreamRequests(agent: http.Agent, timeoutMs: number, agentTimeou
   };
 }
 
+/** Errors of upstream sockets that failed before they were established (see markFailuresBeforeEstablished). */
+const failedBeforeEstablished = new WeakSet<Error>();
+
+/**
+ * Marks the error of an upstream socket that fails before it is established: connected, and on an https
+ * upstream past its TLS handshake. No byte of a request can have left by then, whatever the error's code
+ * says (a reset handshake is ECONNRESET, a plain-HTTP port behind an https URL is EPROTO), so the failure
+ * is 'unreachable', never "the call may have been applied"; the translated calls' client tells it the same
+ * way. Hooked where the agent makes a socket, so it costs nothing per request: pooled sockets are made once.
+ */
+function markFailuresBeforeEstablished(agent: http.Agent, secure: boolean): void {
+  const carrier = agent as http.Agent & { createConnection(...args: unknown[]): Duplex };
+  const createConnection = carrier.createConnection.bind(agent);
+  carrier.createConnection = (...args) => {
+    const socket = createConnection(...args);
+    let established = false;
+    socket.once(secure ? 'secureConnect' : 'connect', () => {
+      established = true;
+    });
+    // Registered before node:http's own listener, which hands the same error to the request.
+    socket.once('error', (error: Error) => {
+      if (!established) failedBeforeEstablished.add(error);
+    });
+    return socket;
+  };
+}
+
 /**
  * A 429 small enough to read whole: a declared length within the limit, no content coding (its JSON is
  * renamed as it is), and a body at all (HEAD has none to read: see describeRenamedHead).
@@ -234,6 +261,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   const timeoutMs = config.upstream.timeoutMs;
   // A no-answer timeout measured on the upstream socket, so 504 can be told apart from a reset.
   watchUpstreamRequests(agent, timeoutMs, agentOptions.timeout);
+  markFailuresBeforeEstablished(agent, secure);
   const host = target.host;
   const basePath = target.pathname.replace(/\/$/, '');
 
@@ -278,7 +306,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     proxyRes.on('error', reportCutAnswer);
   });
   const handleProxyError = (error: Error, req: IncomingMessage, res: ServerResponse | Duplex) => {
-    onPassThroughError(classifyFailure(error, false), error, req, res);
+    onPassThroughError(classifyFailure(error, false, !failedBeforeEstablished.has(error)), error, req, res);
   };
   // http-proxy-3 throws when nobody handles `error`: every call passes handleProxyError, and this is the net.
   proxy.on('error', handleProxyError);

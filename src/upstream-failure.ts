@@ -32,8 +32,8 @@ interface TimeoutMarked extends Error {
 /**
  * Classifies a failed exchange: before the request left (unreachable), no answer in time, or cut. `connected`
  * says the connection got past connecting (and its TLS handshake): a failure before that is unreachable,
- * whatever its code, as no byte of the request can have left. Pass-through cannot see its socket's state and
- * leaves it to the codes.
+ * whatever its code, as no byte of the request can have left. Pass-through tells it by the error of a socket
+ * that failed before it was established (forward.ts, markFailuresBeforeEstablished).
  */
 export function classifyFailure(error: Error, requestSent: boolean, connected = true): UpstreamFailure {
   if ((error as TimeoutMarked)[TIMED_OUT]) return 'timeout';

@@ -1,8 +1,16 @@
+import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestCertificates, hasOpenssl, type TestCertificates } from './support/certificates.js';
 import { type ChildShim, startChildShim } from './support/child-shim.js';
 import { type RunningShim, startShim } from './support/shim.js';
-import { type RecordingUpstream, readAll, request, startUpstream, within } from './support/upstream.js';
+import {
+  listen,
+  type RecordingUpstream,
+  readAll,
+  request,
+  startUpstream,
+  within,
+} from './support/upstream.js';
 
 /**
  * An https:// upstream: its certificate is verified, against the CA named by `upstream.caFile`
@@ -174,5 +182,51 @@ describe.skipIf(!OPENSSL)(TITLE, () => {
     expect(res.status).toBe(200);
     expect(res.body.toString()).toBe('secure GET /providers ');
     expect(secure.requests).toHaveLength(1);
+  });
+});
+
+describe('a TLS handshake that fails before any byte of a request left', () => {
+  const LEGACY_GET = {
+    path: '/connection/conn-1?provider_config_key=unauth',
+    headers: { authorization: 'Bearer 3f8a2c1e-5b7d-4e9f-a0c2-6d1b8e4f7a93' },
+  };
+  let dropper: net.Server | undefined;
+
+  afterEach(async () => {
+    await new Promise<void>((resolve) => (dropper ? dropper.close(() => resolve()) : resolve()));
+    dropper = undefined;
+  });
+
+  /** An https URL on a port that accepts TCP and then drops the connection during the handshake. */
+  async function droppingHandshakes(): Promise<string> {
+    dropper = net.createServer((socket) => socket.destroy());
+    return `https://127.0.0.1:${await listen(dropper)}`;
+  }
+
+  /** An https URL on a plain-HTTP port: the handshake fails on the answer that is not TLS. */
+  async function plainHttpPort(): Promise<string> {
+    upstream = await startUpstream((_req, res) => res.end('plain'));
+    return upstream.url.replace('http:', 'https:');
+  }
+
+  it.each([
+    ['a pass-through call', 'a plain-HTTP port behind an https URL', plainHttpPort, { path: '/providers' }],
+    ['a streamed translation', 'a plain-HTTP port behind an https URL', plainHttpPort, LEGACY_GET],
+    ['a pass-through call', 'a dropped handshake', droppingHandshakes, { path: '/providers' }],
+    ['a streamed translation', 'a dropped handshake', droppingHandshakes, LEGACY_GET],
+  ])('answers %s 502 upstream_unreachable on %s', async (_call, _fault, upstreamUrl, call) => {
+    shim = await startShim(await upstreamUrl());
+
+    const res = await within(5_000, 'answer', request(shim.url, call));
+
+    // Not upstream_response_lost ("may have been applied"): the request was never sent.
+    expect(res.status).toBe(502);
+    expect(JSON.parse(res.body.toString())).toEqual({
+      error: { code: 'upstream_unreachable', message: expect.any(String) },
+    });
+    expect(upstream?.requests ?? []).toHaveLength(0);
+    expect(shim.logs()).toContainEqual(
+      expect.objectContaining({ msg: 'upstream request failed', failure: 'unreachable' }),
+    );
   });
 });

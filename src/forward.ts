@@ -115,12 +115,41 @@ function refuseUnrequestedSwitch(this: http.ClientRequest, _answer: IncomingMess
   this.emit('error', new Error('the upstream switched protocols although no upgrade was asked for'));
 }
 
+/** Errors already reported for a call: node:http may emit one again later (see limitSocketWait). */
+const reportedErrors = new WeakSet<Error>();
+
+/** Whether the agent queued `req` for a socket (all maxSockets busy) instead of giving it one. */
+function waitsForSocket(agent: http.Agent, req: http.ClientRequest): boolean {
+  const queues = agent.requests as Readonly<Record<string, readonly unknown[] | undefined>>;
+  // No queue at all but when the pool is full: the usual call looks at an empty object and goes on.
+  for (const name in queues) if (queues[name]?.at(-1) === req) return true;
+  return false;
+}
+
+/**
+ * Bounds a queued request's wait for an upstream socket by upstream.timeoutMs, as documented: a socket's
+ * timeout cannot see a request that has none, and with every pooled socket busy (slow downloads, say) calls
+ * would wait for as long as those take. A request still without a socket at the deadline is answered 504. node:http
+ * emits a queued request's error only once a socket comes, so it is emitted now; the same error emitted
+ * again then is not reported twice (reportedErrors).
+ */
+function limitSocketWait(req: http.ClientRequest, timeoutMs: number): void {
+  const deadline = setTimeout(() => {
+    // The client left meanwhile (http-proxy-3 destroyed the request): nobody is waiting for an answer.
+    if (req.destroyed) return;
+    const error = timeoutError(timeoutMs);
+    req.destroy(error);
+    req.emit('error', error);
+  }, timeoutMs);
+  req.once('socket', () => clearTimeout(deadline));
+}
+
 /**
  * Watches every request the agent carries, from where node:http hands it to its agent (`addRequest`):
  * http-proxy-3 announces no `proxyReq` for a request with an `Expect` header (its head is already flushed)
  * nor for a WebSocket upgrade. It arms the no-answer timeout (those requests hung for ever on a silent
- * upstream), refuses a protocol switch nobody asked for (refuseUnrequestedSwitch), and sends a request that
- * came without a body without one.
+ * upstream), bounds the wait for a socket when the pool is full (limitSocketWait), refuses a protocol switch
+ * nobody asked for (refuseUnrequestedSwitch), and sends a request that came without a body without one.
  */
 function watchUpstreamRequests(agent: http.Agent, timeoutMs: number, agentTimeoutMs: number): void {
   const carrier = agent as http.Agent & { addRequest(req: http.ClientRequest, options: object): void };
@@ -145,6 +174,7 @@ function watchUpstreamRequests(agent: http.Agent, timeoutMs: number, agentTimeou
     if (!req.hasHeader('content-length') && !req.hasHeader('transfer-encoding'))
       req.useChunkedEncodingByDefault = false;
     addRequest(req, options);
+    if (waitsForSocket(agent, req)) limitSocketWait(req, timeoutMs);
   };
 }
 
@@ -306,6 +336,8 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     proxyRes.on('error', reportCutAnswer);
   });
   const handleProxyError = (error: Error, req: IncomingMessage, res: ServerResponse | Duplex) => {
+    if (reportedErrors.has(error)) return;
+    reportedErrors.add(error);
     onPassThroughError(classifyFailure(error, false, !failedBeforeEstablished.has(error)), error, req, res);
   };
   // http-proxy-3 throws when nobody handles `error`: every call passes handleProxyError, and this is the net.

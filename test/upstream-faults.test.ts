@@ -160,6 +160,51 @@ describe('an upstream that never answers', () => {
   });
 });
 
+describe('a pool of upstream sockets that is all in use', () => {
+  it('answers 504 to a call still waiting for a socket after upstream.timeoutMs, and never sends it', async () => {
+    // One socket, held by a download that trickles for ten times the timeout without ever going idle.
+    upstream = track(
+      await startUpstream((req, res) => {
+        req.resume();
+        if (req.url !== '/download') return void res.end('healthy');
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        let sent = 0;
+        const drip = setInterval(() => {
+          res.write('x');
+          sent += 1;
+          if (sent === 30) {
+            clearInterval(drip);
+            res.end();
+          }
+        }, TIMEOUT_MS / 3);
+        res.once('close', () => clearInterval(drip));
+      }),
+    );
+    shim = track(await startShim(upstream.url, { upstream: { timeoutMs: TIMEOUT_MS, maxSockets: 1 } }));
+    const download = request(shim.url, { path: '/download' });
+    await upstream.waitForRequests(1);
+
+    // The wait for a socket is bounded too: it was not, and the call waited for the whole download.
+    const { value: res, ms } = await timed(
+      within(5_000, 'queued call', request(shim.url, { path: '/queued' })),
+    );
+
+    expect(res.status).toBe(504);
+    expect(JSON.parse(res.body.toString())).toEqual({
+      error: { code: 'upstream_timeout', message: expect.any(String) },
+    });
+    expect(ms).toBeLessThan(TIMEOUT_MS + 1_000);
+    const downloaded = await within(10_000, 'download', download);
+    expect([downloaded.status, downloaded.body.length]).toEqual([200, 30]);
+    await expectNextRequestHealthy(shim.url);
+    // Never sent once the socket came free, and reported once.
+    expect(upstream.requests.map((seen) => seen.url)).toEqual(['/download', '/providers']);
+    expect(shim.logs().filter((line) => line.msg === 'upstream request failed')).toEqual([
+      expect.objectContaining({ failure: 'timeout', path: '/queued' }),
+    ]);
+  });
+});
+
 describe('an upstream that breaks the connection', () => {
   it('answers 502 upstream_response_lost when it resets before answering', async () => {
     const { upstream, shim } = await through(firstThen((req) => req.socket.resetAndDestroy()));

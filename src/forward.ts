@@ -256,6 +256,21 @@ function reportCutAnswer(this: IncomingMessage, error: Error): void {
   (this as IncomingMessage & { req?: http.ClientRequest }).req?.emit('error', error);
 }
 
+/** What node:http will not write in a status line's reason phrase or a field value (its checkInvalidHeaderChar). */
+const UNWRITABLE_TEXT = /[^\t\x20-\x7e\x80-\xff]/;
+
+/**
+ * Drops a reason phrase node:http cannot write: llhttp passes control characters in it (`200 O\x7fK`), and
+ * ServerResponse throws on them from inside the piped answer's stream, which kills the process. RFC 9112 §4: a
+ * client should ignore the reason phrase, and the shim's own answers never carry the upstream's; node:http
+ * then writes the status's standard one.
+ */
+function dropUnwritableReason(proxyRes: IncomingMessage): void {
+  if (proxyRes.statusMessage !== undefined && UNWRITABLE_TEXT.test(proxyRes.statusMessage)) {
+    proxyRes.statusMessage = '';
+  }
+}
+
 /**
  * Refuses an answer whose status node:http cannot write: llhttp reads any three digits as a status, but
  * ServerResponse throws on one under 100 from inside the piped answer's stream, so one such answer
@@ -331,6 +346,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   // The answer's connection is the client's: keep-alive unless it or the draining server said otherwise.
   proxy.on('proxyRes', (proxyRes, _req, res) => {
     if (refuseUnwritableStatus(proxyRes)) return;
+    dropUnwritableReason(proxyRes);
     setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
     // One listener per upstream answer, a shared function: no closure, no timer. See reportCutAnswer.
     proxyRes.on('error', reportCutAnswer);
@@ -350,6 +366,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   const rateLimitRenames = new WeakMap<IncomingMessage, RateLimitRename>();
   streamed.on('proxyRes', (proxyRes, req, res) => {
     if (refuseUnwritableStatus(proxyRes)) return;
+    dropUnwritableReason(proxyRes);
     setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
     // An answer the upstream cuts is reported and cuts the client's, streamed or read whole: reportCutAnswer.
     proxyRes.on('error', reportCutAnswer);

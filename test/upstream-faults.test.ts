@@ -332,6 +332,12 @@ async function rawFirstThenHealthy(bytes: string): Promise<string> {
   return `http://127.0.0.1:${port}`;
 }
 
+/** A GET of `call` as raw bytes, for reading the status line exactly as the shim wrote it. */
+function rawGet(call: { path: string; headers?: Record<string, string> }): string {
+  const fields = Object.entries(call.headers ?? {}).map(([name, value]) => `${name}: ${value}\r\n`);
+  return `GET ${call.path} HTTP/1.1\r\nHost: shim.test\r\n${fields.join('')}\r\n`;
+}
+
 describe('an upstream answer node:http cannot pass on', () => {
   const LEGACY_GET = {
     path: '/connection/conn-1?provider_config_key=github',
@@ -361,6 +367,26 @@ describe('an upstream answer node:http cannot pass on', () => {
     ]);
     await expectNextRequestHealthy(shim.url);
   });
+
+  it.each([
+    ['pass-through', { path: '/providers' }],
+    ['a streamed translation', LEGACY_GET],
+  ])(
+    'passes on an answer whose reason phrase has a control character, on %s, with the standard one',
+    async (_path, call) => {
+      const upstreamUrl = await rawFirstThenHealthy(
+        'HTTP/1.1 200 O\x7fK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nodd!',
+      );
+      shim = track(await startShim(upstreamUrl, { upstream: { timeoutMs: TIMEOUT_MS } }));
+
+      // node:http will not write a control character in a reason phrase: copied, it threw from inside the
+      // answer's stream and the process died.
+      const reply = await exchangeRaw(shim.url, rawGet(call), { untilAnswer: true });
+
+      expect(reply.text).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+      await expectNextRequestHealthy(shim.url);
+    },
+  );
 
   it.each([
     ['pass-through', { path: '/providers' }],

@@ -19,6 +19,12 @@ import { createShimServer } from './server.js';
 import { createUsageLog } from './usage.js';
 
 const OPENAPI_FILE = new URL('../config/openapi/connection-metadata.json', import.meta.url);
+/**
+ * How long the steps after the grace period (the ledger's last write, closing Redis) may take before the
+ * process exits anyway: Redis has its own 2 s bound, a file write on a stuck disk has none, and an
+ * orchestrator would otherwise wait for its own SIGKILL.
+ */
+const CLEANUP_DEADLINE_MS = 5_000;
 
 async function start(): Promise<void> {
   let active: ReturnType<typeof loadConfig>;
@@ -128,6 +134,11 @@ async function start(): Promise<void> {
     logger.flush();
     stopWatching();
     const clean = await shim.drain(config.server.shutdownGraceMs);
+    setTimeout(() => {
+      logger.error({ afterMs: CLEANUP_DEADLINE_MS }, 'shutdown cleanup did not finish, exiting');
+      logger.flush();
+      process.exit(1);
+    }, CLEANUP_DEADLINE_MS).unref();
     app.close();
     // After the drain every answered call is in the ledger: write it out before anything closes.
     await ledger.close();

@@ -198,6 +198,35 @@ describe('graceful shutdown', () => {
   });
 });
 
+describe('graceful shutdown on a stuck disk', () => {
+  it('exits 1 once the cleanup after the grace period has run out of time, instead of hanging', async () => {
+    const echo = await startEchoUpstream();
+    try {
+      const preload = new URL('./support/hang-file-writes.mjs', import.meta.url).href;
+      child = await startChildShim({ SHIM_UPSTREAM_URL: echo.url, NODE_OPTIONS: `--import=${preload}` });
+      const shim = child;
+      expect(
+        (await patchLegacyMetadata(shim.url, SECRET.slice('Bearer '.length), 'stuck-disk/1')).status,
+      ).toBe(200);
+      const started = performance.now();
+      shim.child.kill('SIGTERM');
+      // No request in flight: the drain is immediate, then the ledger's last write never returns.
+      expect(await within(9_000, 'exit with a stuck ledger write', shim.exited)).toBe(1);
+      expect(performance.now() - started).toBeGreaterThan(4_000);
+      expect(shim.lines).toContainEqual(
+        expect.objectContaining({
+          level: 'error',
+          msg: 'shutdown cleanup did not finish, exiting',
+          afterMs: 5_000,
+        }),
+      );
+      expectOnlyJsonLines(shim);
+    } finally {
+      await echo.close();
+    }
+  }, 15_000);
+});
+
 describe.skipIf(!HAS_REDIS_SERVER)('graceful shutdown with a hung Redis', () => {
   let redis: TestRedis | undefined;
   let echo: EchoUpstream | undefined;

@@ -33,7 +33,6 @@ import {
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import autocannon from 'autocannon';
 import {
   BenchChild,
   type Helpers,
@@ -43,6 +42,7 @@ import {
   stopAll,
   transpileHelpers,
 } from './children.js';
+import { failedRequests, type LoadResult, runLoad, stopLoad } from './load.js';
 import {
   formatProfileDiff,
   formatProfileSummary,
@@ -145,66 +145,6 @@ const SCENARIOS: Scenario[] = [
   get('reference'),
   patch('shim'),
 ];
-
-// ── load ───────────────────────────────────────────────────────────────────────────────────────────────
-
-interface LoadResult {
-  responses: number;
-  durationS: number;
-  latenciesMs: number[];
-  non2xx: number;
-  /** autocannon's errors, which already include its timeouts. */
-  errors: number;
-  timeouts: number;
-}
-
-let currentLoad: autocannon.Instance | undefined;
-
-function runLoad(
-  baseUrl: string,
-  scenario: Scenario,
-  connections: number,
-  seconds: number,
-  amount?: number,
-  timeoutSeconds = 10,
-): Promise<LoadResult> {
-  return new Promise((resolve, reject) => {
-    const latenciesMs: number[] = [];
-    let responses = 0;
-    const instance = autocannon(
-      {
-        url: baseUrl + scenario.path,
-        method: scenario.method,
-        headers: scenario.headers,
-        ...(scenario.body === undefined ? {} : { body: scenario.body }),
-        connections,
-        pipelining: 1,
-        duration: seconds,
-        // A count of requests instead of a duration (--instructions): the same work in every window.
-        ...(amount === undefined ? {} : { amount }),
-        timeout: timeoutSeconds,
-      },
-      (error: unknown, result) => {
-        currentLoad = undefined;
-        if (error) return reject(error);
-        resolve({
-          responses,
-          durationS: result.duration,
-          latenciesMs,
-          non2xx: result.non2xx,
-          errors: result.errors,
-          timeouts: result.timeouts,
-        });
-      },
-    );
-    currentLoad = instance;
-    // autocannon's own histogram keeps whole milliseconds; these are hrtime-precise.
-    instance.on('response', (_client, _status, _bytes, responseTimeMs) => {
-      responses += 1;
-      latenciesMs.push(responseTimeMs);
-    });
-  });
-}
 
 // ── children ───────────────────────────────────────────────────────────────────────────────────────────
 
@@ -363,7 +303,7 @@ async function measure(
   const sampled = child === targets.upstream ? [child] : [child, targets.upstream];
   const logBefore = scenario.target === 'shim' ? fileSize(targets.shimLogFile) : 0;
   const before: Sample[] = await Promise.all(sampled.map((each) => each.sample()));
-  const load = await runLoad(targets.urls[scenario.target], scenario, connections, seconds);
+  const load = await runLoad(targets.urls[scenario.target], scenario, { connections, seconds });
   const after: Sample[] = await Promise.all(sampled.map((each) => each.sample()));
   const cpu = (index: number) => (after[index]?.cpuUs ?? 0) - (before[index]?.cpuUs ?? 0);
   return {
@@ -434,7 +374,7 @@ function aggregate(runs: Run[]): ScenarioResult {
     cpu_us_per_req_rounds: cpuRounds,
     upstream_cpu_us_per_req: perReq(runs.reduce((sum, run) => sum + run.upstreamCpuUs, 0)),
     peak_rss_mb: Math.max(...runs.map((run) => run.peakRss)) / (1024 * 1024),
-    errors: runs.reduce((sum, run) => sum + run.load.non2xx + run.load.errors, 0),
+    errors: runs.reduce((sum, run) => sum + failedRequests(run.load), 0),
     requests,
     log_bytes_per_req:
       first.scenario.target === 'shim' ? perReq(runs.reduce((sum, run) => sum + run.logBytes, 0)) : null,
@@ -618,10 +558,14 @@ async function benchmark(helpers: Helpers): Promise<number> {
   for (const scenario of SCENARIOS) await checkScenario(targets.urls[scenario.target], scenario);
   // Warm-up: JIT, agent socket pools. Not measured.
   for (const scenario of SCENARIOS) {
-    const warm = await runLoad(targets.urls[scenario.target], scenario, 50, WARMUP_SECONDS);
-    if (warm.non2xx + warm.errors > 0) {
+    const warm = await runLoad(targets.urls[scenario.target], scenario, {
+      connections: 50,
+      seconds: WARMUP_SECONDS,
+    });
+    if (failedRequests(warm) > 0) {
       process.stderr.write(
-        `bench: warm-up ${scenario.name} → ${scenario.target}: ${warm.non2xx} non-2xx, ${warm.errors} errors\n`,
+        `bench: warm-up ${scenario.name} → ${scenario.target}: ${warm.non2xx} non-2xx, ${warm.errors} errors, ` +
+          `${warm.unanswered} unanswered\n`,
       );
     }
   }
@@ -779,13 +723,13 @@ async function profile(helpers: Helpers, dir: string): Promise<number> {
     const child = startProxy(helpers, upstreamUrl, scenario.target, { execArgv });
     const url = urlOf(await child.port);
     await checkScenario(url, scenario);
-    await runLoad(url, scenario, 50, 1);
+    await runLoad(url, scenario, { connections: 50, seconds: 1 });
     const startUs = Number(process.hrtime.bigint() / 1000n);
     const before = await child.sample();
-    const load = await runLoad(url, scenario, 50, RUN_SECONDS);
+    const load = await runLoad(url, scenario, { connections: 50, seconds: RUN_SECONDS });
     const after = await child.sample();
     const endUs = Number(process.hrtime.bigint() / 1000n);
-    errors += load.non2xx + load.errors;
+    errors += failedRequests(load);
     // The profile is written when the process exits: a graceful stop, with time to drain and write.
     await child.stop(20_000);
     const window = { startUs, endUs };
@@ -879,12 +823,18 @@ async function instructions(helpers: Helpers): Promise<number> {
     const url = urlOf(await child.port);
     await checkScenario(url, scenario);
     // Under valgrind the first requests wait for code that runs 50 times slower: a minute, not 10 s.
-    const warm = await runLoad(url, scenario, 50, 1, INSTRUCTION_WARMUP, 60);
+    const warm = await runLoad(url, scenario, {
+      connections: 50,
+      seconds: 1,
+      amount: INSTRUCTION_WARMUP,
+      timeoutSeconds: 60,
+    });
     const failed = (load: LoadResult, phase: string) => {
-      const count = load.non2xx + load.errors;
+      const count = failedRequests(load);
       if (count > 0) {
         process.stderr.write(
-          `  ${label}, ${phase}: ${load.non2xx} non-2xx, ${load.errors} errors (${load.timeouts} timeouts)\n`,
+          `  ${label}, ${phase}: ${load.non2xx} non-2xx, ${load.errors} errors (${load.timeouts} timeouts), ` +
+            `${load.unanswered} unanswered\n`,
         );
       }
       return count;
@@ -894,7 +844,12 @@ async function instructions(helpers: Helpers): Promise<number> {
     callgrindControl('-z', pid);
     const perRequest: number[] = [];
     for (let window = 1; window <= INSTRUCTION_WINDOWS; window++) {
-      const load = await runLoad(url, scenario, 50, 1, INSTRUCTION_WINDOW, 60);
+      const load = await runLoad(url, scenario, {
+        connections: 50,
+        seconds: 1,
+        amount: INSTRUCTION_WINDOW,
+        timeoutSeconds: 60,
+      });
       callgrindControl('-d', pid);
       errors += failed(load, `window ${window}`);
       perRequest.push(callgrindTotal(`${outFile}.${window}`) / Math.max(1, load.responses));
@@ -925,7 +880,7 @@ async function instructions(helpers: Helpers): Promise<number> {
 
 let cleaning: Promise<void> | undefined;
 function cleanup(): Promise<void> {
-  currentLoad?.stop();
+  stopLoad();
   cleaning ??= stopAll(5_000).finally(() => rmSync(TMP, { recursive: true, force: true }));
   return cleaning;
 }

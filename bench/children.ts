@@ -44,7 +44,7 @@ export interface Sample {
   /** User + system CPU time of the whole process, microseconds. */
   cpuUs: number;
   rss: number;
-  /** Highest RSS seen (100 ms sampler) since the previous sample. */
+  /** Highest RSS since the previous sample (the kernel's high-water mark on Linux). */
   peakRss: number;
   at: number;
 }

@@ -42,7 +42,7 @@ import {
   stopAll,
   transpileHelpers,
 } from './children.js';
-import { failedRequests, type LoadResult, runLoad, stopLoad } from './load.js';
+import { describeFailures, failedRequests, type LoadResult, runLoad, stopLoad } from './load.js';
 import {
   formatProfileDiff,
   formatProfileSummary,
@@ -564,8 +564,7 @@ async function benchmark(helpers: Helpers): Promise<number> {
     });
     if (failedRequests(warm) > 0) {
       process.stderr.write(
-        `bench: warm-up ${scenario.name} → ${scenario.target}: ${warm.non2xx} non-2xx, ${warm.errors} errors, ` +
-          `${warm.unanswered} unanswered\n`,
+        `bench: warm-up ${scenario.name} → ${scenario.target}: ${describeFailures(warm)}\n`,
       );
     }
   }
@@ -832,10 +831,7 @@ async function instructions(helpers: Helpers): Promise<number> {
     const failed = (load: LoadResult, phase: string) => {
       const count = failedRequests(load);
       if (count > 0) {
-        process.stderr.write(
-          `  ${label}, ${phase}: ${load.non2xx} non-2xx, ${load.errors} errors (${load.timeouts} timeouts), ` +
-            `${load.unanswered} unanswered\n`,
-        );
+        process.stderr.write(`  ${label}, ${phase}: ${describeFailures(load)}\n`);
       }
       return count;
     };

@@ -87,7 +87,12 @@ const QUICK = args.quick;
 // Six short rounds rather than a few long ones: a burst of load from elsewhere on the machine spoils a run or
 // two, and the median of six per-round ratios stands two spoiled rounds on either side.
 const RUN_SECONDS = positive(args.duration, QUICK ? 1 : 2, '--duration');
-const ROUNDS = Math.round(positive(args.rounds, QUICK ? 1 : 6, '--rounds'));
+const ROUNDS = positive(args.rounds, QUICK ? 1 : 6, '--rounds');
+if (!Number.isInteger(ROUNDS)) {
+  // 0.4 rounds used to round to none, and a run with no requests passed.
+  process.stderr.write(`bench: --rounds must be a whole number, got ${args.rounds}\n`);
+  process.exit(2);
+}
 const WARMUP_SECONDS = QUICK ? 0.3 : 0.5;
 const CONNECTION_LEVELS = [1, 50] as const;
 const SHIM_LOG_LEVEL = process.env.SHIM_LOG_LEVEL || 'info';
@@ -180,20 +185,9 @@ function underOptions({ wrapper }: RunUnder) {
   return wrapper ? { wrapper, listenTimeoutMs: 300_000 } : {};
 }
 
-function startReference(helpers: Helpers, upstreamUrl: string, under: RunUnder = {}): BenchChild {
-  return new BenchChild({
-    name: 'reference',
-    module: helpers.reference,
-    probe: helpers.probe,
-    env: { ...baseEnv(), BENCH_UPSTREAM_URL: upstreamUrl, BENCH_HOST: '127.0.0.1', BENCH_PORT: '0' },
-    execArgv: under.execArgv ?? [],
-    ...underOptions(under),
-  });
-}
-
 /**
  * The Node flags `npm start` runs the shim with (package.json `config.node_flags`): the bench measures the
- * shim as operators run it.
+ * shim as operators run it, and runs the reference with the same.
  */
 const SHIM_NODE_FLAGS: string[] = (
   (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { config?: { node_flags?: string } })
@@ -201,6 +195,19 @@ const SHIM_NODE_FLAGS: string[] = (
 )
   .split(' ')
   .filter(Boolean);
+
+function startReference(helpers: Helpers, upstreamUrl: string, under: RunUnder = {}): BenchChild {
+  return new BenchChild({
+    name: 'reference',
+    module: helpers.reference,
+    probe: helpers.probe,
+    env: { ...baseEnv(), BENCH_UPSTREAM_URL: upstreamUrl, BENCH_HOST: '127.0.0.1', BENCH_PORT: '0' },
+    // The shim's Node flags too: the ratios then compare the two proxies' code on the same runtime, not the
+    // flags (the memory reducer the shim turns off could make an idle reference's next round dearer).
+    execArgv: [...SHIM_NODE_FLAGS, ...(under.execArgv ?? [])],
+    ...underOptions(under),
+  });
+}
 
 function startShim(
   helpers: Helpers,
@@ -254,11 +261,15 @@ function fileSize(file: string): number {
 
 const urlOf = (port: number) => `http://127.0.0.1:${port}`;
 
+const CHECK_TIMEOUT_MS = 10_000;
+
 /** One request per scenario before any load: a wrong answer fails the bench at once, with the body. */
 async function checkScenario(baseUrl: string, scenario: Scenario): Promise<void> {
   const response = await fetch(baseUrl + scenario.path, {
     method: scenario.method,
     headers: scenario.headers,
+    // Bounded like every run: a target that accepts and never answers fails the bench, not hangs it.
+    signal: AbortSignal.timeout(CHECK_TIMEOUT_MS),
     ...(scenario.body === undefined ? {} : { body: scenario.body }),
   });
   const text = await response.text();

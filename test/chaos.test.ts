@@ -4,7 +4,7 @@ import net from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { fingerprintKey } from '../src/api-key.js';
-import { closedAfterEach } from './support/cleanup.js';
+import { closedAfterEach, closeWithSockets } from './support/cleanup.js';
 import { type RunningShim, startShim } from './support/shim.js';
 import { listen } from './support/upstream.js';
 
@@ -108,11 +108,7 @@ async function startChaosUpstream(random: () => number): Promise<ChaosUpstream> 
     url: `http://127.0.0.1:${port}`,
     writes,
     invalidBodies,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
+    close: () => closeWithSockets(server, sockets),
   };
 }
 

@@ -11,7 +11,7 @@ import {
 } from '../src/successor-client.js';
 import { UpstreamError } from '../src/upstream-failure.js';
 import { createTestCertificates, hasOpenssl, type TestCertificates } from './support/certificates.js';
-import { closedAfterEach } from './support/cleanup.js';
+import { closedAfterEach, closeWithSockets } from './support/cleanup.js';
 import { closedPort, listen, readAll, startUpstream } from './support/upstream.js';
 
 /**
@@ -59,11 +59,7 @@ async function rawUpstream(answer: (socket: net.Socket, request: Buffer, index: 
   });
   const port = await listen(server);
   track({
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
+    close: () => closeWithSockets(server, sockets),
   });
   return { port, sockets, closedSockets, requests: () => requests };
 }

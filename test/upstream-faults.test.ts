@@ -2,7 +2,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { createMetrics, type Metrics } from '../src/metrics.js';
-import { closedAfterEach } from './support/cleanup.js';
+import { closedAfterEach, closeWithSockets } from './support/cleanup.js';
 import { exchangeRaw } from './support/raw-http.js';
 import { type RunningShim, startShim } from './support/shim.js';
 import {
@@ -323,11 +323,7 @@ async function rawFirstThenHealthy(bytes: string): Promise<string> {
   });
   const port = await listen(server);
   track({
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
+    close: () => closeWithSockets(server, sockets),
   });
   return `http://127.0.0.1:${port}`;
 }

@@ -1,3 +1,5 @@
+import type { Server } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { afterEach } from 'vitest';
 
 export interface Closable {
@@ -17,4 +19,15 @@ export function closedAfterEach(): <T extends Closable>(server: T) => T {
     open.push(server);
     return server;
   };
+}
+
+/**
+ * Closes a raw server a test wrote by hand, with the sockets it keeps: `server.close()` alone waits for every
+ * open connection, which a test's half-finished exchanges never end.
+ */
+export function closeWithSockets(server: Server, sockets: Iterable<Duplex>): Promise<void> {
+  return new Promise<void>((resolve) => {
+    for (const socket of sockets) socket.destroy();
+    server.close(() => resolve());
+  });
 }

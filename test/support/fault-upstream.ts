@@ -1,5 +1,6 @@
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import net, { type Socket } from 'node:net';
+import { closeWithSockets } from './cleanup.js';
 import { listen } from './upstream.js';
 
 /** What the upstream saw of one request. `body` is set once the body has arrived whole. */
@@ -91,10 +92,7 @@ export async function startFaultUpstream(): Promise<FaultUpstream> {
       faults.push(...next);
     },
     close() {
-      return new Promise((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        listener.close(() => resolve());
-      });
+      return closeWithSockets(listener, sockets);
     },
   };
 }

@@ -43,11 +43,15 @@ export function endToEndHeaders(
   return result;
 }
 
-/** Re-framed or replaced on a translated call: never copied from the client. */
+/**
+ * Re-framed or replaced on a translated call: never copied from the client. Content-Encoding described the
+ * client's bytes; the body sent is the shim's own JSON, never encoded.
+ */
 const REFRAMED: ReadonlySet<string> = new Set([
   'host',
   'content-length',
   'content-type',
+  'content-encoding',
   'accept-encoding',
   'expect',
 ]);

@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
 import { answerCount, exchangeRaw, jsonBodyOf, statusOf } from './support/raw-http.js';
@@ -314,6 +315,25 @@ describe('bytes that are not HTTP after a whole request', () => {
 });
 
 describe('bodies that are not what they claim', () => {
+  it("sends the body it built without the client's Content-Encoding, which described other bytes", async () => {
+    // Without a JSON Content-Type Nango leaves the body unread, whatever its coding: the path-style PATCH
+    // merges nothing and answers res.send(undefined), an empty 200 (replay.test.ts has the same case plain).
+    const response = await request(shim.url, {
+      method: 'PATCH',
+      path: '/connection/conn-1/metadata?provider_config_key=unauth',
+      headers: { authorization: AUTH, 'content-encoding': 'gzip' },
+      body: gzipSync('{"plan":"pro"}'),
+    });
+
+    expect(response.status).toBe(200);
+    expect(response.body.length).toBe(0);
+    const sent = fake.requests.filter((seen) => seen.url === '/connections/metadata');
+    expect(sent.map((seen) => seen.headers['content-encoding'])).toEqual([undefined]);
+    expect(sent.map((seen) => seen.body)).toEqual([
+      '{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{}}',
+    ]);
+  });
+
   it('reads invalid UTF-8 inside a string as U+FFFD, as Nango does, and forwards valid UTF-8', async () => {
     const body = Buffer.concat([
       Buffer.from('{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{"name":"caf'),

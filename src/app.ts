@@ -254,7 +254,7 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
         }
         body = read;
       }
-      outcome.validation = checkTranslation(migration, req, params, body);
+      outcome.validation = checkTranslation(migration, req, params, body, bodyLimitBytes);
     }
     timeLegacyExchange(migration.routeId, res);
     forwarder.web(req, res, body === null ? undefined : body.kind === 'read' ? body.bytes : body.stream);

@@ -168,9 +168,10 @@ function legacyRequest(
   req: IncomingMessage,
   params: Record<string, string>,
   body: Buffer | null,
+  bodyLimitBytes: number,
 ): LegacyRequest {
   const { path, query } = splitTarget(req.url ?? '/');
-  return { method: req.method ?? 'GET', path, query, params, headers: req.headers, body };
+  return { method: req.method ?? 'GET', path, query, params, headers: req.headers, body, bodyLimitBytes };
 }
 
 /** The validate stage: what the translation would do with this call, without doing it. */
@@ -179,12 +180,13 @@ export function checkTranslation(
   req: IncomingMessage,
   params: Record<string, string>,
   body: BodyToCheck | null,
+  bodyLimitBytes: number,
 ): ValidationReport {
   if (body?.kind === 'over-limit') {
     const { status, body: answer } = errorAnswer('payloadTooLarge');
     return { predictedStatus: status, predictedCode: answer.error.code, predictedBy: 'shim' };
   }
-  const up = migration.requestUp(legacyRequest(req, params, body?.bytes ?? null));
+  const up = migration.requestUp(legacyRequest(req, params, body?.bytes ?? null, bodyLimitBytes));
   if (up.kind === 'answer') {
     return {
       predictedStatus: up.answer.status,
@@ -217,7 +219,7 @@ export async function translate(
 ): Promise<TranslationOutcome> {
   const body = migration.readsBody ? await readLegacyBody(req, res, bodyLimitBytes) : null;
   if (body === undefined) return 'rejected';
-  const up = migration.requestUp(legacyRequest(req, params, body));
+  const up = migration.requestUp(legacyRequest(req, params, body, bodyLimitBytes));
   if (up.kind === 'answer') {
     sendLocalAnswer(res, up.answer, up.answer.body.error.code === 'invalid_json' ? {} : CORS_HEADERS);
     return 'rejected';

@@ -1,7 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
-import { gzipSync } from 'node:zlib';
+import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
 import { answerCount, exchangeRaw, jsonBodyOf, statusOf } from './support/raw-http.js';
@@ -332,6 +332,80 @@ describe('bodies that are not what they claim', () => {
     expect(sent.map((seen) => seen.body)).toEqual([
       '{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{}}',
     ]);
+  });
+
+  it('reads a gzip, deflate or br body as Nango does, and forwards it decoded', async () => {
+    // Nango's express.json() inflates a compressed body (body-parser's default); the legacy routes run on it.
+    const legacy = await startFakeNango({ legacyRoutes: true });
+    try {
+      const bodyStyle =
+        '{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{"zipped":true}}';
+      const calls = [
+        { path: '/connection/metadata', coding: 'gzip', body: gzipSync(bodyStyle) },
+        { path: '/connection/metadata', coding: 'deflate', body: deflateSync(bodyStyle) },
+        { path: '/connection/metadata', coding: 'br', body: brotliCompressSync(bodyStyle) },
+        {
+          path: '/connection/conn-1/metadata?provider_config_key=unauth',
+          coding: 'gzip',
+          body: gzipSync('{"zipped":true}'),
+        },
+      ];
+      for (const { path, coding, body } of calls) {
+        const headers = { ...JSON_HEADERS, 'content-encoding': coding };
+        const expected = await request(legacy.url, { method: 'PATCH', path, headers, body });
+        expect(expected.status).toBe(200);
+        const response = await request(shim.url, { method: 'PATCH', path, headers, body });
+        expect({ coding, status: response.status, body: response.body.toString('utf8') }).toEqual({
+          coding,
+          status: expected.status,
+          body: expected.body.toString('utf8'),
+        });
+      }
+      const sent = fake.requests.filter((seen) => seen.url === '/connections/metadata');
+      expect(sent.map((seen) => seen.body)).toEqual([
+        bodyStyle,
+        bodyStyle,
+        bodyStyle,
+        '{"connection_id":"conn-1","provider_config_key":"unauth","metadata":{"zipped":true}}',
+      ]);
+      expect(sent.every((seen) => seen.headers['content-encoding'] === undefined)).toBe(true);
+    } finally {
+      await legacy.close();
+    }
+  });
+
+  it('answers a body Nango cannot decode with its generic 500, before auth, and forwards nothing', async () => {
+    // body-parser refuses an unknown coding (415) or bytes not in the coding named (400); Nango's error handler
+    // answers either as any unexpected error (nango-api.md §1 "Unexpected error").
+    for (const [coding, body] of [
+      ['x-gzip', gzipSync('{}')],
+      ['gzip, br', gzipSync('{}')],
+      ['gzip', Buffer.from('{"metadata":{}}')],
+    ] as const) {
+      const response = await request(shim.url, {
+        method: 'PATCH',
+        path: '/connection/metadata',
+        headers: { 'content-type': 'application/json', 'content-encoding': coding },
+        body,
+      });
+      expect(response.status).toBe(500);
+      expect(errorOf(response).code).toBe('generic_error_support');
+    }
+    expect(successorWrites()).toBe(0);
+  });
+
+  it('answers 413 to a compressed body that decodes past the limit, without inflating it whole', async () => {
+    const response = await request(shim.url, {
+      method: 'PATCH',
+      path: '/connection/metadata',
+      headers: { ...JSON_HEADERS, 'content-encoding': 'gzip' },
+      body: gzipSync(Buffer.alloc(64 * BODY_LIMIT, 0x20)),
+    });
+
+    expect(response.status).toBe(413);
+    expect(errorOf(response).code).toBe('payload_too_large');
+    expect(successorWrites()).toBe(0);
+    await expectStillServing();
   });
 
   it('reads invalid UTF-8 inside a string as U+FFFD, as Nango does, and forwards valid UTF-8', async () => {

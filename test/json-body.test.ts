@@ -1,3 +1,4 @@
+import { brotliCompressSync, deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { nangoJsonMessage, parseJsonBody } from '../src/json-body.js';
 
@@ -71,5 +72,49 @@ describe('parseJsonBody', () => {
     expect(parseJsonBody(utf8, Buffer.from('{}'))).toEqual({ kind: 'json', value: {} });
     const latin = { ...json, 'content-type': 'application/json; charset=latin1' };
     expect(parseJsonBody(latin, Buffer.from('{}'))).toEqual({ kind: 'unsupported-charset' });
+  });
+
+  describe('a Content-Encoding, as body-parser reads it', () => {
+    const text = '{"metadata":{"plan":"pro"}}';
+    const coded = (coding: string) => ({ ...json, 'content-encoding': coding });
+
+    it.each([
+      ['gzip', gzipSync(text)],
+      ['GZIP', gzipSync(text)],
+      ['deflate', deflateSync(text)],
+      ['br', brotliCompressSync(text)],
+      ['identity', Buffer.from(text)],
+      ['', Buffer.from(text)],
+    ])('parses a body in %j as Nango does', (coding, bytes) => {
+      expect(parseJsonBody(coded(coding), bytes)).toEqual({
+        kind: 'json',
+        value: { metadata: { plan: 'pro' } },
+      });
+    });
+
+    it.each([
+      // Names body-parser does not know: the whole field is one name, and x-gzip is not one of them.
+      ['x-gzip', gzipSync(text)],
+      ['gzip, identity', gzipSync(text)],
+      ['compress', Buffer.from(text)],
+      ['zstd', Buffer.from(text)],
+      // Bytes that are not in the coding named: plain JSON, raw deflate without its zlib wrapper, nothing.
+      ['gzip', Buffer.from(text)],
+      ['deflate', deflateRawSync(text)],
+      ['gzip', Buffer.alloc(0)],
+    ])('finds a body in %j that body-parser cannot decode undecodable', (coding, bytes) => {
+      expect(parseJsonBody(coded(coding), bytes)).toEqual({ kind: 'undecodable' });
+    });
+
+    it('stops decoding at the limit, so a small bomb is never inflated whole', () => {
+      const bomb = gzipSync(Buffer.alloc(10 * 1024 * 1024));
+      expect(parseJsonBody(coded('gzip'), bomb, 64 * 1024)).toEqual({ kind: 'too-large' });
+      expect(parseJsonBody(coded('gzip'), gzipSync(text), text.length)).toMatchObject({ kind: 'json' });
+    });
+
+    it('leaves a body whose type is not JSON unread, whatever its coding', () => {
+      const plain = { 'content-type': 'text/plain', 'content-length': '1', 'content-encoding': 'zstd' };
+      expect(parseJsonBody(plain, Buffer.from('x'))).toEqual({ kind: 'absent' });
+    });
   });
 });

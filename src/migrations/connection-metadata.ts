@@ -1,6 +1,6 @@
 import { parse as parseQuery } from 'node:querystring';
 import { syntacticAuthFailure } from '../api-key.js';
-import { authErrorAnswer, errorAnswer, type ValidationIssue } from '../errors.js';
+import { authErrorAnswer, errorAnswer, genericErrorAnswer, type ValidationIssue } from '../errors.js';
 import { type JsonBody, parseJsonBody } from '../json-body.js';
 import { type OperationValidators, unrecognizedKeysIssue } from '../openapi.js';
 import {
@@ -60,9 +60,19 @@ export interface BodyCheck {
 
 /** The checks Nango makes before authenticating: the JSON parser first, then the content type. */
 export function checkBeforeAuth(request: LegacyRequest): BodyCheck {
-  const parsed = parseJsonBody(request.headers, request.body ?? Buffer.alloc(0));
+  const parsed = parseJsonBody(request.headers, request.body ?? Buffer.alloc(0), request.bodyLimitBytes);
   if (parsed.kind === 'invalid')
     return { parsed, early: errorAnswer('invalidJson', { message: parsed.message }) };
+  // body-parser's failure to decode reaches Nango's error handler, which answers it as any unexpected error.
+  if (parsed.kind === 'undecodable') return { parsed, early: genericErrorAnswer() };
+  if (parsed.kind === 'too-large') {
+    return {
+      parsed,
+      early: errorAnswer('payloadTooLarge', {
+        message: `The request body decodes to more than ${request.bodyLimitBytes} bytes.`,
+      }),
+    };
+  }
   if (contentTypeRejected(request.headers['content-type']) || parsed.kind === 'unsupported-charset') {
     return {
       parsed,

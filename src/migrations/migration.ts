@@ -14,6 +14,8 @@ export interface LegacyRequest {
   headers: IncomingHttpHeaders;
   /** The whole body, for migrations that read it; null otherwise. */
   body: Buffer | null;
+  /** The most bytes the body may decode to under its Content-Encoding (server.bodyLimitBytes); absent: any. */
+  bodyLimitBytes?: number;
 }
 
 /** What goes to the upstream instead: a new request line and, where it changes, a new body. */

@@ -2,7 +2,8 @@ import { type OutgoingHttpHeaders, type ServerResponse, STATUS_CODES } from 'nod
 import type { Duplex } from 'node:stream';
 import type { LocalAnswer } from './errors.js';
 
-const JSON_TYPE = 'application/json; charset=utf-8';
+/** What Express's res.send(object) and res.json() label a body with, and the shim its own JSON answers. */
+export const JSON_TYPE = 'application/json; charset=utf-8';
 
 /** Writes one of the shim's own answers (always JSON in Nango's error shape). */
 export function sendLocalAnswer(

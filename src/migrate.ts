@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
-import { sendBytes, sendLocalAnswer } from './answer.js';
+import { JSON_TYPE, sendBytes, sendLocalAnswer } from './answer.js';
 import type { RouteId } from './config.js';
 import { errorAnswer, type LocalAnswer, nangoTooManyRequestsBody } from './errors.js';
 import { rewrittenEtag } from './etag.js';
@@ -270,9 +270,11 @@ export async function translate(
     sendBytes(res, down.status, endToEndHeaders(response.headers, SAME_BODY), response.body);
     return 'translated';
   }
-  // A body the shim wrote is plain: the upstream's length, validator and coding no longer describe it. An
-  // empty one is the legacy route's res.send(undefined), which Express sends with no type either.
-  const outgoing = endToEndHeaders(response.headers, down.body.length === 0 ? NO_BODY : REWRITTEN_BODY);
+  // A body the shim wrote is plain JSON: the upstream's length, validator, coding and type no longer describe
+  // it. It gets the type Express gives res.send(object), as the legacy route's did (path-style.json); an empty
+  // one is the legacy route's res.send(undefined), which Express sends with no type.
+  const outgoing = endToEndHeaders(response.headers, REWRITTEN_BODY);
+  if (down.body.length > 0) outgoing['content-type'] = JSON_TYPE;
   const etag = rewrittenEtag(response.headers.etag, down.body);
   if (etag !== undefined) outgoing.etag = etag;
   sendBytes(res, down.status, outgoing, down.body);
@@ -280,8 +282,12 @@ export async function translate(
 }
 
 const SAME_BODY: ReadonlySet<string> = new Set(['content-length']);
-const REWRITTEN_BODY: ReadonlySet<string> = new Set(['content-length', 'etag', 'content-encoding']);
-const NO_BODY: ReadonlySet<string> = new Set([...REWRITTEN_BODY, 'content-type']);
+const REWRITTEN_BODY: ReadonlySet<string> = new Set([
+  'content-length',
+  'etag',
+  'content-encoding',
+  'content-type',
+]);
 
 function bodyBuffer(body: string | Buffer | null): Buffer | null {
   return typeof body === 'string' ? Buffer.from(body) : body;

@@ -203,6 +203,30 @@ describe('a successor whose answer is compressed or chunked', () => {
     expect(response.body.toString('utf8')).toBe(BODY);
     expectPlainFraming(response);
   });
+
+  it.each([
+    ['body-style', 'text/plain', { 'content-type': 'text/plain' }],
+    ['body-style', 'no type', {}],
+    ['path-style', 'text/plain', { 'content-type': 'text/plain' }],
+    ['path-style', 'no type', {}],
+  ] as const)(
+    'labels the echo it writes on the %s route as JSON when the successor said %s',
+    async (route, _said, type) => {
+      // The legacy echo is res.send(object): Express labels it application/json (path-style.json). The bytes
+      // are the shim's own, so the successor's label (or its lack of one) no longer describes them.
+      const { shim, upstream } = await setUp();
+      upstream.nextRequest((req, res, body) => {
+        res.writeHead(req.method === 'POST' ? 201 : 200, { ...type, 'content-length': body.length + 1 });
+        res.end(Buffer.concat([body, Buffer.from('\n')]));
+      });
+
+      const response = await legacyWrite(shim.url, route);
+
+      expect(response.status).toBe(200);
+      expect(response.body.toString('utf8')).toBe(legacyEcho(route));
+      expect(response.headers['content-type']).toBe('application/json; charset=utf-8');
+    },
+  );
 });
 
 describe('a successor whose compressed answer cannot be decoded', () => {

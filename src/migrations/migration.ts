@@ -51,7 +51,7 @@ export const ACCEPTED: ForwardedPrediction = Object.freeze({ kind: 'accepted' })
 
 export interface LegacyAnswer {
   status: number;
-  /** The body to send; undefined keeps the upstream's bytes (and its Content-Length/ETag). */
+  /** The JSON body to send; undefined keeps the upstream's bytes (and its Content-Length/ETag/Content-Type). */
   body?: Buffer;
 }
 

@@ -272,6 +272,26 @@ function dropUnwritableReason(proxyRes: IncomingMessage): void {
 }
 
 /**
+ * RFC 9110 §6.6.2: a `Trailer` field announces fields sent after a chunked body. node:http throws on it from
+ * inside the piped answer (ERR_HTTP_TRAILER_INVALID) when the answer it writes to the client is not chunked,
+ * which killed the process: an upstream answer with a Content-Length, one without a body (HEAD, 204, 304),
+ * or any answer to an HTTP/1.0 client (RFC 9112 §6.1: never chunked). Nothing can follow such a body, so the
+ * field announces nothing and is dropped (set to undefined, which http-proxy-3 skips).
+ */
+function dropUnsendableTrailer(req: IncomingMessage, res: ServerResponse, proxyRes: IncomingMessage): void {
+  const headers = proxyRes.headers;
+  if (headers.trailer === undefined) return;
+  const status = proxyRes.statusCode;
+  const chunkedToClient =
+    headers['transfer-encoding'] !== undefined &&
+    res.useChunkedEncodingByDefault &&
+    req.method !== 'HEAD' &&
+    status !== 204 &&
+    status !== 304;
+  if (!chunkedToClient) headers.trailer = undefined;
+}
+
+/**
  * Refuses an answer whose status node:http cannot write: llhttp reads any three digits as a status, but
  * ServerResponse throws on one under 100 from inside the piped answer's stream, so one such answer
  * (`HTTP/1.1 000`) would kill the whole process. RFC 9110 §15: it is no HTTP status. Reported through the
@@ -344,9 +364,10 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   };
   const proxy = createProxyServer(proxyOptions);
   // The answer's connection is the client's: keep-alive unless it or the draining server said otherwise.
-  proxy.on('proxyRes', (proxyRes, _req, res) => {
+  proxy.on('proxyRes', (proxyRes, req, res) => {
     if (refuseUnwritableStatus(proxyRes)) return;
     dropUnwritableReason(proxyRes);
+    dropUnsendableTrailer(req, res, proxyRes);
     setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
     // One listener per upstream answer, a shared function: no closure, no timer. See reportCutAnswer.
     proxyRes.on('error', reportCutAnswer);
@@ -367,6 +388,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   streamed.on('proxyRes', (proxyRes, req, res) => {
     if (refuseUnwritableStatus(proxyRes)) return;
     dropUnwritableReason(proxyRes);
+    dropUnsendableTrailer(req, res, proxyRes);
     setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
     // An answer the upstream cuts is reported and cuts the client's, streamed or read whole: reportCutAnswer.
     proxyRes.on('error', reportCutAnswer);

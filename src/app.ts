@@ -108,6 +108,36 @@ function toOriginForm(req: IncomingMessage): boolean {
   return true;
 }
 
+/**
+ * The headers the shim sets on an answer before it forwards the call: the deprecation headers of a deprecated
+ * route (applyDeprecationHeaders) and the rate limiter's draft-8 RateLimit and RateLimit-Policy.
+ */
+const SET_BEFORE_FORWARDING: ReadonlySet<string> = new Set([
+  'deprecation',
+  'sunset',
+  'link',
+  'ratelimit',
+  'ratelimit-policy',
+]);
+
+/**
+ * Takes back the head of an upstream answer that failed before any of its body: http-proxy-3 copied its status
+ * and headers onto the response, which node:http sends only with the first byte of the body. The shim's own
+ * 502/504 replaced just its status, type and length, and went out as `502 OK` with the upstream's
+ * Content-Encoding (a client then fails to decode the JSON error), Set-Cookie, ETag and caching headers.
+ */
+function forgetUpstreamHead(res: ServerResponse): void {
+  for (const name of res.getHeaderNames()) {
+    // Connection is the shim's own, set from the client's connection (forward.ts setAnswerConnection): node:http
+    // writes none of its own once it has been removed.
+    if (!SET_BEFORE_FORWARDING.has(name) && name !== 'connection') res.removeHeader(name);
+  }
+  // Removing Date turns node:http's own off: the shim's answer gets the time it is written.
+  res.sendDate = true;
+  // node:http then writes the status's standard reason phrase.
+  res.statusMessage = '';
+}
+
 function applyDeprecationHeaders(res: ServerResponse, route: RouteConfig): void {
   const headers = deprecationHeaders(route);
   res.setHeader('deprecation', headers.deprecation);
@@ -146,6 +176,7 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
     if ('writeHead' in res) {
       // Mid-answer, sendLocalAnswer destroys the client's connection: a framed answer cannot end early.
       if (res.headersSent) cutByUpstream.add(res);
+      else forgetUpstreamHead(res);
       sendLocalAnswer(res, upstreamFailureAnswer(failure));
     } else sendLocalAnswerOnSocket(res, upstreamFailureAnswer(failure));
   }

@@ -307,8 +307,11 @@ describe('an upstream that closes its connection in the middle of an answer', ()
   });
 });
 
-/** A raw TCP upstream: the first request gets `bytes` (then the connection closes), every later one `healthy`. */
-async function rawFirstThenHealthy(bytes: string): Promise<string> {
+/**
+ * A raw TCP upstream: the first request gets `bytes` (then the connection closes, or stays open without another
+ * byte with `hold`), every later one `healthy`.
+ */
+async function rawFirstThenHealthy(bytes: string, then: 'close' | 'hold' = 'close'): Promise<string> {
   let calls = 0;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
@@ -316,9 +319,11 @@ async function rawFirstThenHealthy(bytes: string): Promise<string> {
     socket.on('error', () => {});
     socket.once('data', () => {
       calls += 1;
-      socket.end(
-        calls === 1 ? bytes : 'HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nhealthy',
-      );
+      if (calls === 1 && then === 'hold') socket.write(bytes);
+      else
+        socket.end(
+          calls === 1 ? bytes : 'HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nhealthy',
+        );
     });
   });
   const port = await listen(server);
@@ -334,12 +339,50 @@ function rawGet(call: { path: string; headers?: Record<string, string> }): strin
   return `GET ${call.path} HTTP/1.1\r\nHost: shim.test\r\n${fields.join('')}\r\n`;
 }
 
-describe('an upstream answer node:http cannot pass on', () => {
-  const LEGACY_GET = {
-    path: '/connection/conn-1?provider_config_key=github',
-    headers: { authorization: 'Bearer 9b2f6a4e-8d3c-4b1a-9e7f-2c5d8a1b3e4f' },
-  };
+const LEGACY_GET = {
+  path: '/connection/conn-1?provider_config_key=github',
+  headers: { authorization: 'Bearer 9b2f6a4e-8d3c-4b1a-9e7f-2c5d8a1b3e4f' },
+};
 
+describe('an upstream that fails after the head of its answer, before any of its body', () => {
+  const PROVIDERS: { path: string; headers?: Record<string, string> } = { path: '/providers' };
+  const HEAD_ONLY =
+    'HTTP/1.1 200 Fine\r\nContent-Type: text/csv\r\nContent-Encoding: gzip\r\nSet-Cookie: session=upstream\r\n' +
+    'ETag: "v1"\r\nCache-Control: max-age=600\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Length: 100\r\n\r\n';
+
+  it.each([
+    ['closes its connection', 'pass-through', 'close', 502, 'upstream_response_lost', PROVIDERS],
+    ['closes its connection', 'a streamed translation', 'close', 502, 'upstream_response_lost', LEGACY_GET],
+    ['goes silent', 'pass-through', 'hold', 504, 'upstream_timeout', PROVIDERS],
+  ] as const)(
+    'answers its own error without that head when it %s, on %s',
+    async (_fault, route, then, status, code, call) => {
+      const upstreamUrl = await rawFirstThenHealthy(HEAD_ONLY, then);
+      shim = track(await startShim(upstreamUrl, { upstream: { timeoutMs: TIMEOUT_MS } }));
+
+      // node:http sends a head with the first byte of the body: until then it is only set on the response,
+      // and the shim's own error went out as `502 Fine` with the upstream's Content-Encoding (a client then
+      // fails to decode the JSON error), its cookie, validator and caching.
+      const headers = { ...call.headers, connection: 'close' };
+      const reply = await exchangeRaw(shim.url, rawGet({ path: call.path, headers }), { timeoutMs: 3_000 });
+
+      expect(reply.closed).toBe(true);
+      const [head = '', body = ''] = reply.text.split('\r\n\r\n');
+      expect(head.split('\r\n')[0]).toBe(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}`);
+      expect(head).not.toMatch(/^(content-encoding|set-cookie|etag|cache-control):/im);
+      expect(head).toMatch(/^content-type: application\/json; charset=utf-8$/im);
+      // What node:http says of every answer it writes stays: the time it is written, and that it closes.
+      expect(head).toMatch(/^date: (?!Mon, 01 Jan 2024).+ GMT$/im);
+      expect(head).toMatch(/^connection: close$/im);
+      expect(JSON.parse(body)).toEqual({ error: { code, message: expect.any(String) } });
+      // The headers the shim itself gives every answer of a deprecated route stay.
+      if (route === 'a streamed translation') expect(head).toMatch(/^deprecation: @\d+$/im);
+      await expectNextRequestHealthy(shim.url);
+    },
+  );
+});
+
+describe('an upstream answer node:http cannot pass on', () => {
   it.each([
     ['000', 'pass-through', { path: '/providers' }],
     ['099', 'pass-through', { path: '/providers' }],

@@ -291,6 +291,27 @@ function dropUnsendableTrailer(req: IncomingMessage, res: ServerResponse, proxyR
   if (!chunkedToClient) headers.trailer = undefined;
 }
 
+/** A flat `[name, value, name, value, …]` list, as node:http keeps raw fields, as pairs. */
+function fieldPairs(raw: readonly string[]): Array<[string, string]> {
+  const pairs: Array<[string, string]> = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) pairs.push([raw[i] as string, raw[i + 1] as string]);
+  return pairs;
+}
+
+/**
+ * RFC 9110 §6.5: the trailer fields after a chunked body (a checksum, a final status) are part of the answer,
+ * but http-proxy-3 pipes only the body, so they were lost on the way while the `Trailer` field still announced
+ * them. They are added to the client's answer when the upstream's ends, before the pipe ends it (this listener
+ * comes first), repeated ones kept apart. node:http sends them on a chunked answer only, where
+ * dropUnsendableTrailer left the announcement. Nango never chunks: its answers never get this listener.
+ */
+function forwardTrailers(proxyRes: IncomingMessage, res: ServerResponse): void {
+  if (proxyRes.headers['transfer-encoding'] === undefined) return;
+  proxyRes.once('end', () => {
+    if (proxyRes.rawTrailers.length > 0) res.addTrailers(fieldPairs(proxyRes.rawTrailers));
+  });
+}
+
 /**
  * Refuses an answer whose status node:http cannot write: llhttp reads any three digits as a status, but
  * ServerResponse throws on one under 100 from inside the piped answer's stream, so one such answer
@@ -368,6 +389,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     if (refuseUnwritableStatus(proxyRes)) return;
     dropUnwritableReason(proxyRes);
     dropUnsendableTrailer(req, res, proxyRes);
+    forwardTrailers(proxyRes, res);
     setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
     // One listener per upstream answer, a shared function: no closure, no timer. See reportCutAnswer.
     proxyRes.on('error', reportCutAnswer);
@@ -389,6 +411,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     if (refuseUnwritableStatus(proxyRes)) return;
     dropUnwritableReason(proxyRes);
     dropUnsendableTrailer(req, res, proxyRes);
+    forwardTrailers(proxyRes, res);
     setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
     // An answer the upstream cuts is reported and cuts the client's, streamed or read whole: reportCutAnswer.
     proxyRes.on('error', reportCutAnswer);

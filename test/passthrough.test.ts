@@ -248,6 +248,36 @@ describe('answers', () => {
     });
   });
 
+  it.each([
+    ['pass-through', '/providers'],
+    ['a streamed translation', '/connection/conn-1?provider_config_key=github'],
+  ])('passes the trailer fields of a chunked answer on, on %s', async (_route, target) => {
+    const { upstream, shim } = await through((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'Content-Type': 'text/plain', Trailer: 'X-Checksum, X-Part' });
+      res.write('hello');
+      res.addTrailers([
+        ['X-Checksum', 'sha256=2cf24dba'],
+        ['X-Part', 'one'],
+        ['X-Part', 'two'],
+      ]);
+      res.end();
+    });
+
+    const reply = await exchangeRaw(
+      shim.url,
+      `GET ${target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`,
+    );
+
+    expect(upstream.requests).toHaveLength(1);
+    expect(reply.status).toBe(200);
+    expect(reply.text).toMatch(/\r\ntrailer: X-Checksum, X-Part\r\n/i);
+    // RFC 9110 §6.5: the fields after the last chunk are part of the answer, repeated ones included.
+    expect(reply.text).toMatch(
+      /\r\n5\r\nhello\r\n0\r\nx-checksum: sha256=2cf24dba\r\nx-part: one\r\nx-part: two\r\n\r\n$/i,
+    );
+  });
+
   it('passes a HEAD answer back without a body', async () => {
     const { upstream, shim } = await through((req, res) => {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': '1234' });

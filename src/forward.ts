@@ -328,6 +328,14 @@ function refuseUnwritableStatus(proxyRes: IncomingMessage): boolean {
   return true;
 }
 
+/**
+ * Body bytes that came with an answer's head may still be on their way through http-proxy-3's pipe when the
+ * call fails (a chunk or trailer that breaks the framing in the same packet) and the shim answers with its own
+ * 502: written into that finished answer, they make node:http emit `error` on it, which the pipe takes to stop
+ * but throws again when nobody else listens, killing the process. The shim's answer is whole: they are dropped.
+ */
+function dropLateWrites(): void {}
+
 export function createForwarder(config: Config, onPassThroughError: PassThroughErrorHandler): Forwarder {
   const target = new URL(config.upstream.url);
   const secure = target.protocol === 'https:';
@@ -397,6 +405,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   const handleProxyError = (error: Error, req: IncomingMessage, res: ServerResponse | Duplex) => {
     if (reportedErrors.has(error)) return;
     reportedErrors.add(error);
+    if ('writeHead' in res && !res.headersSent) res.on('error', dropLateWrites);
     onPassThroughError(classifyFailure(error, false, !failedBeforeEstablished.has(error)), error, req, res);
   };
   // http-proxy-3 throws when nobody handles `error`: every call passes handleProxyError, and this is the net.

@@ -480,6 +480,36 @@ describe('an upstream answer node:http cannot pass on', () => {
   );
 
   it.each([
+    ['a chunk size that is not hex', 'pass-through', { path: '/providers' }, '4\r\nodd!\r\nzz\r\n'],
+    ['a chunk size that is not hex', 'a streamed translation', LEGACY_GET, '4\r\nodd!\r\nzz\r\n'],
+    [
+      'a trailer field without a name',
+      'pass-through',
+      { path: '/providers' },
+      '4\r\nodd!\r\n0\r\n: x\r\n\r\n',
+    ],
+  ])(
+    'answers 502 and stays up when a chunked answer breaks with %s in its first packet, on %s',
+    async (_fault, _path, call, chunks) => {
+      const upstreamUrl = await rawFirstThenHealthy(
+        `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunks}`,
+      );
+      shim = track(await startShim(upstreamUrl, { upstream: { timeoutMs: TIMEOUT_MS } }));
+
+      // The parse error comes while the body that came with the head is still on its way to the client: the
+      // shim answered 502, and then the piped body was written into that finished answer, whose unheard
+      // `error` killed the process.
+      const res = await within(5_000, 'answer', request(shim.url, call));
+
+      expect(res.status).toBe(502);
+      expect(JSON.parse(res.body.toString())).toEqual({
+        error: { code: 'upstream_response_lost', message: expect.any(String) },
+      });
+      await expectNextRequestHealthy(shim.url);
+    },
+  );
+
+  it.each([
     ['pass-through', { path: '/providers' }],
     ['a streamed translation', LEGACY_GET],
   ])('answers 502 at once to a protocol switch no request asked for, on %s', async (_path, call) => {

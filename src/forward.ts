@@ -65,8 +65,19 @@ const COPY_ANSWER_HEAD = Object.values(OUTGOING_PASSES) as unknown as AnswerPass
 /** Nango closes idle keep-alive sockets after 61 s; the shim lets its pooled ones go well before. */
 const MAX_IDLE_MS = 55_000;
 
-/** RFC 9110 §7.6.1: options of one connection, never forwarded by a proxy. */
-const CONNECTION_OPTIONS = ['keep-alive', 'proxy-connection', 'te', 'upgrade'] as const;
+/**
+ * Fields of one hop, never forwarded by a proxy: the options of one connection (RFC 9110 §7.6.1), and the
+ * credentials and challenges of a proxy (§11.7: they apply to the next proxy only, and the shim asks for none),
+ * which translated calls drop as well (upstream-headers.ts).
+ */
+const HOP_FIELDS = [
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'upgrade',
+  'proxy-authorization',
+  'proxy-authenticate',
+] as const;
 /** Framing stays whatever Connection names: node:http frames the streamed body by it. */
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
 
@@ -75,10 +86,11 @@ function namedByConnection(value: string | string[] | undefined): string[] {
 }
 
 /**
- * Removes a client's connection options (RFC 9110 §7.6.1) before http-proxy-3 forwards its headers: a
- * client's `Connection: close` closed the pooled upstream socket after every answer. The common case,
- * `Connection: keep-alive` and nothing else, changes nothing and costs a few property reads: deleting keys
- * would put the headers object in V8's slow dictionary mode on the hottest path.
+ * Removes a client's connection options (RFC 9110 §7.6.1), and any other field of its hop (HOP_FIELDS),
+ * before http-proxy-3 forwards its headers: a client's `Connection: close` closed the pooled upstream socket
+ * after every answer. The common case, `Connection: keep-alive` and nothing else, changes nothing and costs a
+ * few property reads: deleting keys would put the headers object in V8's slow dictionary mode on the hottest
+ * path.
  */
 function dropRequestConnectionOptions(headers: IncomingHttpHeaders): void {
   const connection = headers.connection;
@@ -86,20 +98,21 @@ function dropRequestConnectionOptions(headers: IncomingHttpHeaders): void {
     for (const name of namedByConnection(connection)) delete headers[name];
     delete headers.connection;
   }
-  for (const name of CONNECTION_OPTIONS) if (headers[name] !== undefined) delete headers[name];
+  for (const name of HOP_FIELDS) if (headers[name] !== undefined) delete headers[name];
 }
 
 /**
  * The answer's connection is the client's: the upstream's `Connection`/`Keep-Alive: timeout=61` must not
- * reach it (the shim closes idle clients sooner, and a draining server says close). Values are overwritten
- * or set to undefined, which http-proxy-3 skips, rather than deleted, for the reason above.
+ * reach it (the shim closes idle clients sooner, and a draining server says close), nor any other field of
+ * the upstream's hop (HOP_FIELDS). Values are overwritten or set to undefined, which http-proxy-3 skips,
+ * rather than deleted, for the reason above.
  */
 function setAnswerConnection(headers: IncomingHttpHeaders, keepAlive: boolean): void {
   const connection = headers.connection;
   if (connection !== undefined && connection !== 'keep-alive' && connection !== 'close') {
     for (const name of namedByConnection(connection)) headers[name] = undefined;
   }
-  for (const name of CONNECTION_OPTIONS) if (headers[name] !== undefined) headers[name] = undefined;
+  for (const name of HOP_FIELDS) if (headers[name] !== undefined) headers[name] = undefined;
   headers.connection = keepAlive ? 'keep-alive' : 'close';
 }
 

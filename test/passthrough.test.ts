@@ -199,6 +199,28 @@ describe('request line and headers', () => {
     // The upstream connection is the shim's own, pooled one.
     expect(seen.connection).toBe('keep-alive');
   });
+
+  it('does not pass on proxy credentials or challenges (RFC 9110 §11.7), as translated calls do not', async () => {
+    const { upstream, shim } = await through((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'proxy-authenticate': 'Basic realm="gateway"', 'content-type': 'text/plain' });
+      res.end('ok');
+    });
+
+    // Absolute form, as a client configured with HTTP_PROXY=http://user:password@shim sends it.
+    const res = await request(shim.url, {
+      path: 'http://api.nango.dev/providers',
+      headers: { 'proxy-authorization': 'Basic dXNlcjpwYXNzd29yZA==', authorization: 'Bearer key' },
+    });
+
+    expect(res.status).toBe(200);
+    const seen = upstream.requests[0]?.headers ?? {};
+    // Meant for the proxy the client was told to use, which asked for none: never Nango's to read.
+    expect(seen['proxy-authorization']).toBeUndefined();
+    expect(seen.authorization).toBe('Bearer key');
+    expect(res.headers['proxy-authenticate']).toBeUndefined();
+    expect(res.headers['content-type']).toBe('text/plain');
+  });
 });
 
 describe('answers', () => {

@@ -451,6 +451,9 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     const chunks: Buffer[] = [];
     proxyRes.on('data', (chunk: Buffer) => chunks.push(chunk));
     proxyRes.on('end', () => {
+      // The call failed while its 429 was read (bytes after it that are not HTTP, in the same packet) and the
+      // shim has answered 502: copying this head onto that sent answer would throw and kill the process.
+      if (res.headersSent) return;
       const body = Buffer.concat(chunks);
       const rewritten = rename.body(body);
       copyHead();

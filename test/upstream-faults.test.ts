@@ -509,6 +509,25 @@ describe('an upstream answer node:http cannot pass on', () => {
     },
   );
 
+  it('answers 502 and stays up when a 429 read whole on a streamed translation is followed by bytes that are not HTTP', async () => {
+    const body = '{"error":{"code":"too_many_request","method":"GET","path":"/connections/conn-1"}}';
+    // A body longer than its Content-Length (one counted in characters, not bytes) leaves such bytes behind.
+    const upstreamUrl = await rawFirstThenHealthy(
+      `HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}é!\r\n`,
+    );
+    shim = track(await startShim(upstreamUrl, { upstream: { timeoutMs: TIMEOUT_MS } }));
+
+    // The parse error came while the 429 was being read: the shim answered 502, then the 429's end copied its
+    // head onto that sent answer, and node:http's ERR_HTTP_HEADERS_SENT killed the process.
+    const res = await within(5_000, 'answer', request(shim.url, LEGACY_GET));
+
+    expect(res.status).toBe(502);
+    expect(JSON.parse(res.body.toString())).toEqual({
+      error: { code: 'upstream_response_lost', message: expect.any(String) },
+    });
+    await expectNextRequestHealthy(shim.url);
+  });
+
   it.each([
     ['pass-through', { path: '/providers' }],
     ['a streamed translation', LEGACY_GET],

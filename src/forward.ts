@@ -304,10 +304,21 @@ function dropUnsendableTrailer(req: IncomingMessage, res: ServerResponse, proxyR
   if (!chunkedToClient) headers.trailer = undefined;
 }
 
-/** A flat `[name, value, name, value, …]` list, as node:http keeps raw fields, as pairs. */
-function fieldPairs(raw: readonly string[]): Array<[string, string]> {
+/** RFC 9110 §5.6.2: a field name is a token (node:http's checkIsHttpToken). */
+const FIELD_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/**
+ * A flat `[name, value, name, value, …]` list, as node:http keeps raw fields, as pairs, leaving out any field
+ * node:http would refuse to write: older llhttp (Node 20.19.0) reads a trailer line with no name, and
+ * `addTrailers` then threw from the answer's `end`, which killed the process.
+ */
+function writableFieldPairs(raw: readonly string[]): Array<[string, string]> {
   const pairs: Array<[string, string]> = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) pairs.push([raw[i] as string, raw[i + 1] as string]);
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] as string;
+    const value = raw[i + 1] as string;
+    if (FIELD_NAME.test(name) && !UNWRITABLE_TEXT.test(value)) pairs.push([name, value]);
+  }
   return pairs;
 }
 
@@ -321,7 +332,7 @@ function fieldPairs(raw: readonly string[]): Array<[string, string]> {
 function forwardTrailers(proxyRes: IncomingMessage, res: ServerResponse): void {
   if (proxyRes.headers['transfer-encoding'] === undefined) return;
   proxyRes.once('end', () => {
-    if (proxyRes.rawTrailers.length > 0) res.addTrailers(fieldPairs(proxyRes.rawTrailers));
+    if (proxyRes.rawTrailers.length > 0) res.addTrailers(writableFieldPairs(proxyRes.rawTrailers));
   });
 }
 

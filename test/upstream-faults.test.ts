@@ -3,7 +3,7 @@ import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { createMetrics, type Metrics } from '../src/metrics.js';
 import { closedAfterEach, closeWithSockets } from './support/cleanup.js';
-import { exchangeRaw } from './support/raw-http.js';
+import { exchangeRaw, jsonBodyOf } from './support/raw-http.js';
 import { type RunningShim, startShim } from './support/shim.js';
 import {
   closedPort,
@@ -482,12 +482,6 @@ describe('an upstream answer node:http cannot pass on', () => {
   it.each([
     ['a chunk size that is not hex', 'pass-through', { path: '/providers' }, '4\r\nodd!\r\nzz\r\n'],
     ['a chunk size that is not hex', 'a streamed translation', LEGACY_GET, '4\r\nodd!\r\nzz\r\n'],
-    [
-      'a trailer field without a name',
-      'pass-through',
-      { path: '/providers' },
-      '4\r\nodd!\r\n0\r\n: x\r\n\r\n',
-    ],
   ])(
     'answers 502 and stays up when a chunked answer breaks with %s in its first packet, on %s',
     async (_fault, _path, call, chunks) => {
@@ -508,6 +502,35 @@ describe('an upstream answer node:http cannot pass on', () => {
       await expectNextRequestHealthy(shim.url);
     },
   );
+
+  // llhttp 9 (Node 20.20+, 22, 24) refuses a trailer line without a name; llhttp 8 (Node 20.19.0) reads it as a
+  // field named "", which node:http then refuses to write: addTrailers threw from the answer's end.
+  const NAMELESS_TRAILER_IS_PARSED = Number(process.versions.llhttp?.split('.')[0]) < 9;
+
+  it('stays up on a chunked answer with a trailer field without a name, as its Node reads it', async () => {
+    const upstreamUrl = await rawFirstThenHealthy(
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4\r\nodd!\r\n0\r\n: x\r\nX-Sum: 1\r\n\r\n',
+    );
+    shim = track(await startShim(upstreamUrl, { upstream: { timeoutMs: TIMEOUT_MS } }));
+
+    const reply = await within(
+      5_000,
+      'answer',
+      exchangeRaw(shim.url, 'GET /providers HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n'),
+    );
+
+    if (NAMELESS_TRAILER_IS_PARSED) {
+      // The answer is whole to this parser: passed on, with the trailer fields node:http can write.
+      expect(reply.status).toBe(200);
+      expect(reply.text).toMatch(/\r\n\r\n4\r\nodd!\r\n0\r\nx-sum: 1\r\n\r\n$/i);
+    } else {
+      expect(reply.status).toBe(502);
+      expect(jsonBodyOf(reply.text)).toEqual({
+        error: { code: 'upstream_response_lost', message: expect.any(String) },
+      });
+    }
+    await expectNextRequestHealthy(shim.url);
+  });
 
   it('answers 502 and stays up when a 429 read whole on a streamed translation is followed by bytes that are not HTTP', async () => {
     const body = '{"error":{"code":"too_many_request","method":"GET","path":"/connections/conn-1"}}';

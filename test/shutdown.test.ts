@@ -245,9 +245,10 @@ describe.skipIf(!HAS_REDIS_SERVER)('graceful shutdown with a hung Redis', () => 
     child = await startChildShim({ SHIM_UPSTREAM_URL: echo.url, SHIM_REDIS_URL: redis.url });
     const shim = child;
     const adminLine = await waitForLine(shim, 'admin listening');
-    // Answered from Redis: the connection is up, so the shutdown's write really goes to the hung server.
-    const report = await fetch(`http://127.0.0.1:${adminLine.port as number}/admin/deprecations`);
-    expect(report.status).toBe(200);
+    // Answered from Redis once the connection is up (it comes up after the listeners, so the first look may be
+    // 503 ledger_unavailable): the shutdown's write then really goes to the hung server.
+    const reportUrl = `http://127.0.0.1:${adminLine.port as number}/admin/deprecations`;
+    await expect.poll(async () => (await fetch(reportUrl)).status, { timeout: 5_000 }).toBe(200);
     expect((await patchLegacyMetadata(shim.url, SECRET.slice('Bearer '.length))).status).toBe(200);
 
     redis.pause();

@@ -15,6 +15,11 @@ export const ROUTE_IDS = [
 ] as const;
 export type RouteId = (typeof ROUTE_IDS)[number];
 
+/** Whether a value read from a file or a store names a deprecated route this version knows. */
+export function isRouteId(value: unknown): value is RouteId {
+  return (ROUTE_IDS as readonly unknown[]).includes(value);
+}
+
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 

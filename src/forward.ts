@@ -250,6 +250,11 @@ function describeRenamedHead(res: ServerResponse, proxyRes: IncomingMessage, ren
   if (renamedEtag !== undefined) res.setHeader('etag', renamedEtag);
 }
 
+/** The request an upstream answer came for (node:http keeps it as the answer's undocumented `req`). */
+function upstreamRequestOf(proxyRes: IncomingMessage): http.ClientRequest | undefined {
+  return (proxyRes as IncomingMessage & { req?: http.ClientRequest }).req;
+}
+
 /**
  * An upstream answer that ends before its framing says it is whole (RFC 9112 §6.3: fewer bytes than its
  * Content-Length, or no last chunk) because the upstream closed or reset the connection. http-proxy-3 pipes
@@ -266,7 +271,7 @@ function describeRenamedHead(res: ServerResponse, proxyRes: IncomingMessage, ren
  * answer (no allocation of ours); it runs only when an answer is cut.
  */
 function reportCutAnswer(this: IncomingMessage, error: Error): void {
-  (this as IncomingMessage & { req?: http.ClientRequest }).req?.emit('error', error);
+  upstreamRequestOf(this)?.emit('error', error);
 }
 
 /** What node:http will not write in a status line's reason phrase or a field value (its checkInvalidHeaderChar). */
@@ -346,9 +351,26 @@ function forwardTrailers(proxyRes: IncomingMessage, res: ServerResponse): void {
 function refuseUnwritableStatus(proxyRes: IncomingMessage): boolean {
   const status = proxyRes.statusCode ?? 0;
   if (status >= 100) return false;
-  const upstreamRequest = (proxyRes as IncomingMessage & { req?: http.ClientRequest }).req;
+  const upstreamRequest = upstreamRequestOf(proxyRes);
   upstreamRequest?.emit('error', new Error(`the upstream answered with status ${status}, which is not HTTP`));
   upstreamRequest?.destroy();
+  return true;
+}
+
+/**
+ * What every upstream answer goes through before its head is copied, on pass-through and on a streamed
+ * translation alike: a status node:http cannot write refuses it (false: leave it alone), then a reason phrase
+ * or `Trailer` it cannot write is dropped, trailer fields are passed on, the connection fields become the
+ * client's (keep-alive unless it or the draining server said otherwise), and an answer the upstream cuts is
+ * reported and cuts the client's (reportCutAnswer: one shared listener, no closure, no timer).
+ */
+function prepareAnswer(proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): boolean {
+  if (refuseUnwritableStatus(proxyRes)) return false;
+  dropUnwritableReason(proxyRes);
+  dropUnsendableTrailer(req, res, proxyRes);
+  forwardTrailers(proxyRes, res);
+  setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
+  proxyRes.on('error', reportCutAnswer);
   return true;
 }
 
@@ -417,15 +439,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   };
   const proxy = createProxyServer(proxyOptions);
   // The answer's connection is the client's: keep-alive unless it or the draining server said otherwise.
-  proxy.on('proxyRes', (proxyRes, req, res) => {
-    if (refuseUnwritableStatus(proxyRes)) return;
-    dropUnwritableReason(proxyRes);
-    dropUnsendableTrailer(req, res, proxyRes);
-    forwardTrailers(proxyRes, res);
-    setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
-    // One listener per upstream answer, a shared function: no closure, no timer. See reportCutAnswer.
-    proxyRes.on('error', reportCutAnswer);
-  });
+  proxy.on('proxyRes', prepareAnswer);
   const handleProxyError = (error: Error, req: IncomingMessage, res: ServerResponse | Duplex) => {
     if (reportedErrors.has(error)) return;
     reportedErrors.add(error);
@@ -441,13 +455,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   const streamed = createProxyServer(streamedOptions);
   const rateLimitRenames = new WeakMap<IncomingMessage, RateLimitRename>();
   streamed.on('proxyRes', (proxyRes, req, res) => {
-    if (refuseUnwritableStatus(proxyRes)) return;
-    dropUnwritableReason(proxyRes);
-    dropUnsendableTrailer(req, res, proxyRes);
-    forwardTrailers(proxyRes, res);
-    setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
-    // An answer the upstream cuts is reported and cuts the client's, streamed or read whole: reportCutAnswer.
-    proxyRes.on('error', reportCutAnswer);
+    if (!prepareAnswer(proxyRes, req, res)) return;
     const rename = rateLimitRenames.get(req);
     const copyHead = () => {
       for (const pass of COPY_ANSWER_HEAD) pass(req, res, proxyRes, streamedOptions);

@@ -13,7 +13,7 @@ export type JsonBody =
   /** Bytes that decode to more than the limit given. */
   | { kind: 'too-large' };
 
-type Decoder = (body: Buffer, options: { maxOutputLength: number }) => Buffer;
+export type Decoder = (body: Buffer, options: { maxOutputLength: number }) => Buffer;
 
 /**
  * body-parser's request codings (read.js createDecompressionStream): the whole field, lower-cased, is one
@@ -21,7 +21,7 @@ type Decoder = (body: Buffer, options: { maxOutputLength: number }) => Buffer;
  * Node 20, on which Nango 0.71.4 was captured, has no zstd decoder for body-parser to use. A Map: no
  * prototype keys.
  */
-const REQUEST_DECODERS = new Map<string, Decoder>([
+export const REQUEST_DECODERS: ReadonlyMap<string, Decoder> = new Map<string, Decoder>([
   ['gzip', gunzipSync],
   ['deflate', inflateSync],
   ['br', brotliDecompressSync],

@@ -2,7 +2,7 @@ import { mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { isPlainObject, ROUTE_IDS } from './config.js';
+import { isPlainObject, isRouteId } from './config.js';
 import {
   entryKey,
   isLedgerTime,
@@ -62,8 +62,7 @@ function ledgerFileProblem(parsed: unknown): string | undefined {
   if (since !== undefined) {
     if (!isPlainObject(since)) return 'recording_since is not an object';
     for (const [route, at] of Object.entries(since)) {
-      if (!(ROUTE_IDS as readonly string[]).includes(route))
-        return `recording_since.${route} is not a route id`;
+      if (!isRouteId(route)) return `recording_since.${route} is not a route id`;
       if (!isLedgerTime(at)) return `recording_since.${route} is not a time in epoch milliseconds`;
     }
   }

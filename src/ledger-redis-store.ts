@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { ROUTE_IDS } from './config.js';
+import { isRouteId, ROUTE_IDS } from './config.js';
 import { type LedgerEntry, type LedgerStore, ledgerEntryProblem, type RecordingSince } from './ledger.js';
 import type { RedisConnection } from './redis.js';
 
@@ -113,7 +113,7 @@ function numberField(text: string | undefined): unknown {
  * could let a route look safe to sunset.
  */
 export function entryOfHash(key: string, fields: Record<string, string>): LedgerEntry | undefined {
-  if (!(ROUTE_IDS as readonly string[]).includes(fields.route ?? '')) return undefined;
+  if (!isRouteId(fields.route)) return undefined;
   const calls: Record<string, unknown> = {};
   for (const [field, value] of Object.entries(fields)) {
     if (field.startsWith(CALLS_FIELD)) calls[field.slice(CALLS_FIELD.length)] = numberField(value);

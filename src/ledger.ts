@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { ConfigHolder } from './app.js';
-import { isPlainObject, ROUTE_IDS, type RouteId, STAGES, type Stage } from './config.js';
+import { isPlainObject, isRouteId, ROUTE_IDS, type RouteId, STAGES, type Stage } from './config.js';
 import {
   ANONYMOUS,
   consumerOf,
@@ -87,7 +87,7 @@ export function isLedgerTime(value: unknown): value is number {
  */
 export function ledgerEntryProblem(value: Record<string, unknown>): string | undefined {
   const { route, consumer, fingerprint, name, firstSeen, lastSeen, calls, lastUserAgent, stage } = value;
-  if (!(ROUTE_IDS as readonly unknown[]).includes(route)) return `route is not a route id`;
+  if (!isRouteId(route)) return `route is not a route id`;
   if (typeof consumer !== 'string') return `consumer is not a string`;
   if (SHARED_CONSUMERS.includes(consumer)) {
     if (fingerprint !== null) return `fingerprint must be null for consumer ${consumer}`;

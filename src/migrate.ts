@@ -1,11 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
-import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
+import { gunzipSync } from 'node:zlib';
 import { JSON_TYPE, sendBytes, sendLocalAnswer } from './answer.js';
 import type { RouteId } from './config.js';
 import { errorAnswer, type LocalAnswer, nangoTooManyRequestsBody } from './errors.js';
 import { rewrittenEtag } from './etag.js';
 import type { Forwarder } from './forward.js';
+import { type Decoder, REQUEST_DECODERS } from './json-body.js';
 import {
   type LegacyRequest,
   type Migration,
@@ -63,14 +64,13 @@ export function answerLimit(bodyLimitBytes: number): number {
   return Math.max(16 * 1024 * 1024, 4 * bodyLimitBytes);
 }
 
-type Decoder = (body: Buffer, options: { maxOutputLength: number }) => Buffer;
-
-/** RFC 9110 §8.4.1: the codings a gateway in front of Nango may apply. A Map: no prototype keys. */
-const DECODERS = new Map<string, Decoder>([
-  ['gzip', gunzipSync],
+/**
+ * RFC 9110 §8.4.1: the codings a gateway in front of Nango may apply, body-parser's own and `x-gzip`, which
+ * RFC 9110 §8.4.1.3 makes the same as gzip. A Map: no prototype keys.
+ */
+const DECODERS: ReadonlyMap<string, Decoder> = new Map<string, Decoder>([
+  ...REQUEST_DECODERS,
   ['x-gzip', gunzipSync],
-  ['deflate', inflateSync],
-  ['br', brotliDecompressSync],
 ]);
 
 /** Why a successor's answer could not be read although it arrived whole. */

@@ -388,6 +388,34 @@ function setPath(target: Record<string, unknown>, path: string[], value: unknown
   node[path[path.length - 1] as string] = value;
 }
 
+/** RFC 3986 §3.1: a URI scheme, case-insensitive; its canonical form is lower case. */
+const URI_SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*:/;
+
+/** The config keys that hold a URL, as paths, routes' Link targets included. */
+const URL_KEYS: readonly string[][] = [
+  ['upstream', 'url'],
+  ['redisUrl'],
+  ...ROUTE_IDS.flatMap((id) => [
+    ['routes', id, 'docsUrl'],
+    ['routes', id, 'successorUrl'],
+  ]),
+];
+
+/**
+ * Writes every URL's scheme in lower case, in place: `HTTP://nango.internal` is `http://nango.internal`
+ * (RFC 3986 §3.1), and was refused as not http(s). The rest of the URL keeps its case: a path is
+ * case-sensitive. Only a string at a key the schema knows is touched; anything else is left for it to name.
+ */
+function lowerCaseSchemes(merged: Record<string, unknown>): void {
+  for (const path of URL_KEYS) {
+    let node: unknown = merged;
+    for (const key of path.slice(0, -1)) node = isPlainObject(node) ? node[key] : undefined;
+    const last = path[path.length - 1] as string;
+    if (!isPlainObject(node) || typeof node[last] !== 'string') continue;
+    node[last] = node[last].replace(URI_SCHEME, (scheme) => scheme.toLowerCase());
+  }
+}
+
 function envValue(raw: string, kind: 'string' | 'integer'): unknown {
   if (kind === 'integer' && /^\d+$/.test(raw)) return Number(raw);
   return raw;
@@ -546,6 +574,7 @@ export function parseConfig(layers: unknown[], env: Record<string, string | unde
     setPath(merged, path, envValue(raw, kind));
     envNames.set(path.join('.'), name);
   }
+  lowerCaseSchemes(merged);
   if (!validateConfigShape(merged)) {
     const shapeErrors = validateConfigShape.errors ?? [];
     const problems = shapeErrors.map((error) => describeAjvError(error, envNames));

@@ -226,6 +226,41 @@ describe('parseConfig', () => {
     );
   });
 
+  it('accepts a URL scheme in any case, as RFC 3986 §3.1 reads it, and writes it in lower case', () => {
+    const { config, version } = parseConfig(
+      [
+        defaults,
+        {
+          upstream: { url: 'HTTPS://Nango.internal/Base' },
+          routes: { 'connection-get': { docsUrl: 'HTTPS://Wiki.example.com/Deprecation' } },
+        },
+      ],
+      { SHIM_REDIS_URL: 'Redis://127.0.0.1:6379/2' },
+    );
+    expect(config.upstream.url).toBe('https://Nango.internal/Base');
+    expect(config.redisUrl).toBe('redis://127.0.0.1:6379/2');
+    expect(config.routes['connection-get'].docsUrl).toBe('https://Wiki.example.com/Deprecation');
+    const lower = parseConfig(
+      [
+        defaults,
+        {
+          upstream: { url: 'https://Nango.internal/Base' },
+          routes: { 'connection-get': { docsUrl: 'https://Wiki.example.com/Deprecation' } },
+        },
+      ],
+      { SHIM_REDIS_URL: 'redis://127.0.0.1:6379/2' },
+    );
+    expect(version).toBe(lower.version);
+    const fromEnv = parseConfig([defaults, { redisUrl: 'UNIX:///run/redis.sock?db=1' }], {
+      SHIM_UPSTREAM_URL: 'HTTP://127.0.0.1:3003',
+    }).config;
+    expect(fromEnv.upstream.url).toBe('http://127.0.0.1:3003');
+    expect(fromEnv.redisUrl).toBe('unix:///run/redis.sock?db=1');
+    expect(problemsOf(() => parseConfig([defaults], { SHIM_UPSTREAM_URL: 'FTP://example.com' }))[0]).toMatch(
+      /^upstream\.url \(from SHIM_UPSTREAM_URL\)/,
+    );
+  });
+
   it('refuses a Redis URL the client cannot read, naming the field, never the URL or its password', () => {
     for (const url of [
       'redis://:hunter2/pw@127.0.0.1:6379',

@@ -416,6 +416,15 @@ function lowerCaseSchemes(merged: Record<string, unknown>): void {
   }
 }
 
+/**
+ * Writes `log.level` in lower case, in place: operators write `INFO` or `Info`, and pino knows only `info`.
+ * A level that is no level in any case is left for the schema to refuse.
+ */
+function lowerCaseLogLevel(merged: Record<string, unknown>): void {
+  const { log } = merged;
+  if (isPlainObject(log) && typeof log.level === 'string') log.level = log.level.toLowerCase();
+}
+
 function envValue(raw: string, kind: 'string' | 'integer'): unknown {
   if (kind === 'integer' && /^\d+$/.test(raw)) return Number(raw);
   return raw;
@@ -575,6 +584,7 @@ export function parseConfig(layers: unknown[], env: Record<string, string | unde
     envNames.set(path.join('.'), name);
   }
   lowerCaseSchemes(merged);
+  lowerCaseLogLevel(merged);
   if (!validateConfigShape(merged)) {
     const shapeErrors = validateConfigShape.errors ?? [];
     const problems = shapeErrors.map((error) => describeAjvError(error, envNames));

@@ -50,6 +50,15 @@ describe('parseConfig', () => {
     expect(config.log.level).toBe('debug');
   });
 
+  it('reads a log level in any case, as operators write it, and gives pino its lower-case name', () => {
+    expect(parseConfig([defaults], { SHIM_LOG_LEVEL: 'INFO' }).config.log.level).toBe('info');
+    expect(parseConfig([defaults, { log: { level: 'Debug' } }]).config.log.level).toBe('debug');
+    expect(parseConfig([defaults, { log: { level: 'WARN' } }]).config.log.level).toBe('warn');
+    expect(problemsOf(() => parseConfig([defaults], { SHIM_LOG_LEVEL: 'LOUD' }))).toEqual([
+      'log.level (from SHIM_LOG_LEVEL): must be equal to one of the allowed values',
+    ]);
+  });
+
   it('merges a file layer over the defaults key by key', () => {
     const { config } = parseConfig([defaults, { routes: { 'connection-metadata': { stage: 'gone' } } }]);
     expect(config.routes['connection-metadata'].stage).toBe('gone');

@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { createAccessLog } from './access-log.js';
@@ -145,6 +145,12 @@ function applyDeprecationHeaders(res: ServerResponse, route: RouteConfig): void 
   res.setHeader('link', headers.link);
 }
 
+/**
+ * RFC 9111 §4.2.2: a 410 is heuristically cacheable. A CDN or client cache could keep answering 410 after a
+ * brownout window ended or a config rollback took the route out of `gone`: the shim's 410 is never stored.
+ */
+const GONE_HEADERS: OutgoingHttpHeaders = { 'cache-control': 'no-store' };
+
 function goneAnswer(migration: Migration, method: string) {
   return errorAnswer('gone', {
     message: `This endpoint has been removed. Use ${method} ${migration.successor} instead.`,
@@ -257,7 +263,7 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
   ): Promise<void> {
     if (decision.action === 'gone') {
       outcome.action = 'gone';
-      sendLocalAnswer(res, goneAnswer(migration, req.method ?? 'GET'));
+      sendLocalAnswer(res, goneAnswer(migration, req.method ?? 'GET'), GONE_HEADERS);
       return;
     }
     if (decision.action === 'translate') {

@@ -302,6 +302,21 @@ describe('stage gone', () => {
     expect((await patchLegacy(shim.url)).status).toBe(410);
     expect(fake.requests).toEqual([]);
   });
+
+  it('forbids caching the 410, which would outlive a brownout window or a rollback', async () => {
+    const { shim } = await setUp(false, {
+      stage: 'translate',
+      brownouts: [{ start: new Date(Date.now() - 60_000).toISOString(), durationMinutes: 5 }],
+    });
+    const brownout = await patchLegacy(shim.url);
+    expect(brownout.status).toBe(410);
+    expect(brownout.headers['cache-control']).toBe('no-store');
+    expectDeprecationHeaders(brownout);
+    const { shim: goneShim } = await setUp(false, { stage: 'gone' });
+    const gone = await patchLegacy(goneShim.url);
+    expect(gone.status).toBe(410);
+    expect(gone.headers['cache-control']).toBe('no-store');
+  });
 });
 
 describe('live reload', () => {

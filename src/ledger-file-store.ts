@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -99,6 +99,56 @@ export function readLedgerFile(dataDir: string): LedgerSnapshot {
   return { entries, since };
 }
 
+/** The temporary file a write of process `<pid>` renames over the ledger: `deprecation-ledger.json.<pid>.tmp`. */
+function temporaryFileOf(file: string, pid: number): string {
+  return `${file}.${pid}.tmp`;
+}
+
+/** The name temporaryFileOf gives, and only it: a pid has no leading zero. */
+const TEMPORARY_NAME = /^deprecation-ledger\.json\.([1-9]\d*)\.tmp$/;
+
+/**
+ * Whether the process may still be writing. Only ESRCH says it is not running: EPERM is a live process of
+ * another user, and any other error leaves the file alone.
+ */
+function mayBeRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
+/**
+ * Removes the temporary files of this ledger left by a process that died between writing one and renaming
+ * it (a crash, SIGKILL, the OOM killer): nothing else would, and each restart could leave one more. One of
+ * this process's own pid (a container whose entry point always gets the same pid) is from an earlier run,
+ * since this one has not written yet. Best effort: a folder that cannot be listed, or a file that cannot
+ * be removed, is left as it is and the ledger opens anyway.
+ */
+function removeStaleTemporaryFiles(dataDir: string, logger: Logger): void {
+  let names: string[];
+  try {
+    names = readdirSync(dataDir);
+  } catch {
+    return;
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const pid = Number(TEMPORARY_NAME.exec(name)?.[1] ?? Number.NaN);
+    if (!Number.isSafeInteger(pid)) continue;
+    if (pid !== process.pid && mayBeRunning(pid)) continue;
+    try {
+      unlinkSync(join(dataDir, name));
+      removed.push(name);
+    } catch {
+      // Gone already, or not ours to remove: either way it is not read.
+    }
+  }
+  if (removed.length > 0) logger.info({ dataDir, files: removed }, 'stale ledger temporary files removed');
+}
+
 export interface FileLedgerStoreOptions {
   dataDir: string;
   logger: Logger;
@@ -112,6 +162,7 @@ export interface FileLedgerStoreOptions {
 export function createFileLedgerStore({ dataDir, logger }: FileLedgerStoreOptions): LedgerStore {
   mkdirSync(dataDir, { recursive: true });
   const file = join(dataDir, LEDGER_FILE);
+  removeStaleTemporaryFiles(dataDir, logger);
   let entries: Map<string, LedgerEntry>;
   let since: RecordingSince = {};
   try {
@@ -128,7 +179,7 @@ export function createFileLedgerStore({ dataDir, logger }: FileLedgerStoreOption
     logger.error({ file, movedTo: aside, reason: (error as Error).message }, 'ledger file unreadable');
     entries = new Map();
   }
-  const temporary = `${file}.${process.pid}.tmp`;
+  const temporary = temporaryFileOf(file, process.pid);
 
   return {
     available: true,

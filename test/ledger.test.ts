@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -384,6 +385,32 @@ describe('the ledger file', () => {
     expect(aside).toBeDefined();
     expect(readFileSync(join(dataDir, aside as string), 'utf8')).toBe('{"not":"a ledger"');
     expect(lines().some((line) => line.msg === 'ledger file unreadable')).toBe(true);
+  });
+
+  it('removes the temporary files a crashed writer left, never those of a live writer nor any other file', () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-ledger-'));
+    // A process that has run and ended: its pid names no process now.
+    const deadPid = spawnSync(process.execPath, ['-e', '']).pid as number;
+    const stale = [`${LEDGER_FILE}.${deadPid}.tmp`, `${LEDGER_FILE}.${process.pid}.tmp`];
+    const kept = [
+      `${LEDGER_FILE}.${process.ppid}.tmp`,
+      `${LEDGER_FILE}.0${deadPid}.tmp`,
+      `${LEDGER_FILE}.unreadable-1772366400000`,
+      `other.json.${deadPid}.tmp`,
+    ];
+    for (const name of [...stale, ...kept]) writeFileSync(join(dataDir, name), '{"half":');
+    const { logger, lines } = capturedLogger();
+    createFileLedgerStore({ dataDir, logger });
+    expect(readdirSync(dataDir).sort()).toEqual([...kept].sort());
+    const removedLines = lines().filter((line) => line.msg === 'stale ledger temporary files removed');
+    expect(removedLines).toEqual([
+      expect.objectContaining({ level: 'info', dataDir, files: expect.arrayContaining(stale) }),
+    ]);
+    expect(removedLines[0]).toHaveProperty('files.length', stale.length);
+    // Nothing left to remove: the next start says nothing.
+    const next = capturedLogger();
+    createFileLedgerStore({ dataDir, logger: next.logger });
+    expect(next.lines().filter((line) => line.msg === 'stale ledger temporary files removed')).toEqual([]);
   });
 
   it('refuses to open a ledger it cannot read, instead of moving it aside and starting an empty one', () => {

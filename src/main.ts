@@ -88,6 +88,16 @@ async function start(): Promise<void> {
   const stopWatching = process.env.SHIM_CONFIG ? reloader.watchFile(process.env.SHIM_CONFIG) : () => {};
   takeHangups(() => reloader.reload('SIGHUP'));
 
+  // A port in use (or an address this host does not have) is an 'error' event: unhandled, Node printed a
+  // stack trace on stderr and the buffered log lines, 'config active' among them, were lost with the process.
+  shim.server.on('error', (error: NodeJS.ErrnoException) => {
+    logger.fatal(
+      { host: config.server.host, port: config.server.port, code: error.code },
+      'shim listener failed',
+    );
+    logger.flush();
+    setImmediate(() => process.exit(1));
+  });
   shim.server.listen(config.server.port, config.server.host, () => {
     const address = shim.server.address() as AddressInfo;
     logger.info(

@@ -344,6 +344,30 @@ describe('a bad configuration', () => {
     expect(stdout + stderr).not.toContain('hunter2');
   });
 
+  it('names a public port already in use in one fatal line, not a stack trace', async () => {
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = taken.address() as net.AddressInfo;
+      const { code, stdout, stderr } = await runRefusingShim({
+        SHIM_PORT: String(port),
+        SHIM_UPSTREAM_URL: 'http://127.0.0.1:1',
+      });
+      expect(code).toBe(1);
+      expect(stderr).toBe('');
+      const lines = stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as Record<string, unknown>);
+      expect(lines.find((line) => line.msg === 'shim listener failed')).toEqual(
+        expect.objectContaining({ level: 'fatal', host: '127.0.0.1', port, code: 'EADDRINUSE' }),
+      );
+      expect(lines.some((line) => line.msg === 'shim listening')).toBe(false);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
+  });
+
   it('names the position of a JSON error in the SHIM_CONFIG file, never the text around it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'nango-shim-config-'));
     const file = join(dir, 'shim.json');

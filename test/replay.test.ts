@@ -7,7 +7,7 @@ import {
   sendCapture,
 } from './support/captures.js';
 import { closedAfterEach } from './support/cleanup.js';
-import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
+import { DEV_KEY, type FakeNango, metadataBodyErrors, startFakeNango } from './support/fake-nango.js';
 import { exchanges, replayAndCompare, replayQuietly } from './support/replay.js';
 import { type RunningShim, startShim } from './support/shim.js';
 
@@ -111,5 +111,57 @@ describe('legacy captures replayed through the shim against a Nango without the 
       etag: undefined,
     });
     expect(framing(reply)).toEqual(framing(expected));
+  });
+
+  it('never answers success for a path-style metadata key the successor cannot store, and writes nothing', async () => {
+    // The path-style handler stored any JSON object as it came. The successor's zod 4.0.5 record (the fake
+    // runs Nango's own version) skips a `__proto__` key and still answers 200, and refuses an object whose
+    // `constructor` key is not a class's: a 200 would claim a write that never happened.
+    const legacy = track(await startFakeNango({ legacyRoutes: true }));
+    fake = track(await startFakeNango({ legacyRoutes: false }));
+    shim = track(await startShim(fake.url));
+    const patch = (body: string): CaptureEntry => ({
+      name: 'PATCH path-style with a key the successor cannot store',
+      request: {
+        method: 'PATCH',
+        path: '/connection/conn-5/metadata?provider_config_key=unauth',
+        headers: { Authorization: `Bearer ${DEV_KEY}`, 'Content-Type': 'application/json' },
+        body,
+      },
+    });
+    const proto = '{"__proto__":{"polluted":true},"kept":1}';
+    expect((await sendCapture(legacy.url, patch(proto))).status).toBe(200);
+    const protoReply = await sendCapture(shim.url, patch(proto));
+    expect(protoReply.status).toBe(400);
+    expect(JSON.parse(protoReply.body)).toEqual({
+      error: {
+        code: 'invalid_body',
+        errors: [{ code: 'invalid_key', message: 'Invalid key in record', path: ['metadata', '__proto__'] }],
+      },
+    });
+    const constructorReply = await sendCapture(shim.url, patch('{"constructor":"x","kept":1}'));
+    expect(constructorReply.status).toBe(400);
+    expect(JSON.parse(constructorReply.body)).toEqual({
+      error: {
+        code: 'invalid_body',
+        errors: [
+          {
+            code: 'invalid_type',
+            message: 'Invalid input: expected record, received object',
+            path: ['metadata'],
+          },
+        ],
+      },
+    });
+    // The very issue the successor's schema gives that body.
+    expect(
+      metadataBodyErrors({
+        connection_id: 'conn-5',
+        provider_config_key: 'unauth',
+        metadata: { constructor: 'x' },
+      }),
+    ).toEqual(JSON.parse(constructorReply.body).error.errors);
+    expect(fake.requests.filter((request) => request.method === 'PATCH')).toEqual([]);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
 });

@@ -1,6 +1,13 @@
 import { parse as parseQuery } from 'node:querystring';
 import { syntacticAuthFailure } from '../api-key.js';
-import { authErrorAnswer, genericErrorAnswer, type LocalAnswer, legacyUnknownConnection } from '../errors.js';
+import {
+  authErrorAnswer,
+  errorAnswer,
+  genericErrorAnswer,
+  type LocalAnswer,
+  legacyUnknownConnection,
+  type ValidationIssue,
+} from '../errors.js';
 import type { OperationValidators } from '../openapi.js';
 import { checkBeforeAuth, reserialise, SUCCESSOR_PATH } from './connection-metadata.js';
 import {
@@ -51,6 +58,33 @@ function providerConfigKeyOf(request: LegacyRequest): string | string[] | undefi
   return fromHeader === undefined || fromHeader === '' ? undefined : fromHeader;
 }
 
+function isJsonObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * A metadata key the successor cannot store as the path-style handler did (it stored any JSON object as it
+ * came), judged as Nango's zod 4.0.5 record does (v4/core schemas.js $ZodRecord, util.js isPlainObject):
+ * - `__proto__` is skipped, and the successor answers success having stored nothing for it;
+ * - `constructor` makes zod read `metadata.constructor.prototype.isPrototypeOf`: unless that is there, the whole
+ *   object is refused as "expected record, received object" (a TypeError, Nango's 500, when it is null).
+ * Own keys only: the object is JSON.parse's, whose `__proto__` is a plain own key, never its prototype.
+ */
+function unstorableMetadataIssue(metadata: Record<string, unknown>): ValidationIssue | undefined {
+  if (Object.hasOwn(metadata, '__proto__')) {
+    return { code: 'invalid_key', message: 'Invalid key in record', path: ['metadata', '__proto__'] };
+  }
+  if (!Object.hasOwn(metadata, 'constructor')) return undefined;
+  const ctor = metadata.constructor;
+  const prototype = isJsonObject(ctor) && Object.hasOwn(ctor, 'prototype') ? ctor.prototype : undefined;
+  if (isJsonObject(prototype) && Object.hasOwn(prototype, 'isPrototypeOf')) return undefined;
+  return {
+    code: 'invalid_type',
+    message: 'Invalid input: expected record, received object',
+    path: ['metadata'],
+  };
+}
+
 /**
  * An answer Nango gave only after authenticating the call: the verdict the Authorization header alone
  * already proves comes first (nango-api.md "Order of checks"). A well-formed key that matches no account is
@@ -77,6 +111,9 @@ function answerAfterAuth(request: LegacyRequest, answer: LocalAnswer): Result {
  *   through unchanged. The legacy route accepted any id, but a 404 would claim the connection does not exist
  *   (it may: older Nango versions created such ids) and a 200 would claim a write that did not happen; the
  *   400 names the offending field (`connection_id` or `provider_config_key`), which is the honest answer.
+ * - Metadata keys the successor's zod record cannot store as sent (`__proto__`, `constructor`) are refused
+ *   here with a 400 `invalid_body`, for the same reason: the successor would refuse them or, for
+ *   `__proto__`, drop the key and answer success.
  * - Any other answer (401, 403, 5xx…) is passed through; a 429 names the legacy path, as Nango's own would.
  * - `successor` holds the successor's validators, used only by the validate stage to tell which calls the
  *   successor would refuse where the legacy route answered otherwise.
@@ -129,7 +166,12 @@ export function createConnectionPathMetadataMigration(successor: {
       }
       // PATCH spreads the body into the stored object: nothing for an unparsed body (the legacy answer is
       // then an empty 200), index keys for an array (path-style.json "JSON array body").
-      const metadata = Array.isArray(value) ? { ...value } : (value ?? {});
+      // body-parser's strict JSON is an object or an array.
+      const metadata = (Array.isArray(value) ? { ...value } : (value ?? {})) as Record<string, unknown>;
+      // The successor would refuse such a key, or drop it and claim the write: refused here, nothing written,
+      // with the issue its schema gives (an invented one for `__proto__`, which it never reports).
+      const unstorable = unstorableMetadataIssue(metadata);
+      if (unstorable) return answerAfterAuth(request, errorAnswer('invalidBody', { errors: [unstorable] }));
       const echo = value === undefined ? '' : reserialise(value);
       const body = reserialise({
         connection_id: connectionId,

@@ -325,6 +325,21 @@ describe('connection-path-metadata: decisions where no capture exists', () => {
     expect(JSON.parse(String(up.request.body ?? '')).provider_config_key).toBe('a/b');
   });
 
+  it('refuses metadata keys the successor cannot store only after auth, and forwards a class-like constructor', () => {
+    const request = call('PATCH', '/connection/c/metadata?provider_config_key=k', '{"constructor":null}');
+    expect(answered(migration.requestUp(legacyRequest(request))).body.error.code).toBe('invalid_body');
+    const { Authorization: _, ...headers } = request.headers;
+    expect(answered(migration.requestUp(legacyRequest({ ...request, headers }))).status).toBe(401);
+    // zod's isPlainObject takes this for a class's constructor: the successor stores it like any key.
+    const classLike = '{"constructor":{"prototype":{"isPrototypeOf":1}}}';
+    const up = forwarded(
+      migration.requestUp(
+        legacyRequest(call('PATCH', '/connection/c/metadata?provider_config_key=k', classLike)),
+      ),
+    );
+    expect(JSON.parse(String(up.request.body)).metadata).toEqual(JSON.parse(classLike));
+  });
+
   it('answers a malformed escape in the id with the generic 500, before auth', () => {
     const request = call('PATCH', '/connection/%E0%A4%A/metadata?provider_config_key=k', '{}');
     const { Authorization: _, ...headers } = request.headers;

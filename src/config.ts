@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
 
@@ -767,7 +767,39 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const layers = [readJsonFile(DEFAULT_CONFIG_FILE, 'config/default.json')];
   const file = env.SHIM_CONFIG;
   if (file) layers.push(readJsonFile(file, `SHIM_CONFIG (${file})`));
-  return parseConfig(layers, env);
+  const active = parseConfig(layers, env);
+  const caProblem = caFileProblem(active.config.upstream.caFile);
+  if (caProblem !== undefined) throw new ConfigError([caProblem]);
+  return active;
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g;
+
+/**
+ * What is wrong with `upstream.caFile`, if anything: the file must be readable and hold at least one PEM
+ * certificate, every one of which parses. Node's TLS takes a file of anything else without a word, and every
+ * call to the upstream then failed its handshake as `upstream_unreachable`; a missing file stopped start-up as
+ * a bare ENOENT that named no key. Checked here, where the configuration is read, so start-up and a reload
+ * (which would otherwise leave a restart to find it) both refuse it by name.
+ */
+function caFileProblem(caFile: string | null): string | undefined {
+  if (caFile === null) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(caFile, 'utf8');
+  } catch (error) {
+    return `upstream.caFile: ${caFile} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`;
+  }
+  const certificates = text.match(PEM_CERTIFICATE) ?? [];
+  if (certificates.length === 0) return `upstream.caFile: ${caFile} holds no PEM certificate`;
+  for (const [index, certificate] of certificates.entries()) {
+    try {
+      new X509Certificate(certificate);
+    } catch {
+      return `upstream.caFile: ${caFile}: certificate ${index + 1} of ${certificates.length} cannot be read`;
+    }
+  }
+  return undefined;
 }
 
 /**

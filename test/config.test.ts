@@ -1,6 +1,7 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { rootCertificates } from 'node:tls';
 import { describe, expect, it } from 'vitest';
 import { carriesToken } from '../src/admin.js';
 import {
@@ -347,6 +348,33 @@ describe('loadConfig', () => {
     expect(problemsOf(() => loadConfig({ SHIM_CONFIG: '/nonexistent/shim.json' }))).toEqual([
       'SHIM_CONFIG (/nonexistent/shim.json): cannot be read (ENOENT)',
     ]);
+  });
+
+  it('takes an upstream.caFile of PEM certificates, and names one that is missing, not PEM or damaged', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nango-shim-ca-'));
+    const write = (name: string, text: string) => {
+      writeFileSync(join(dir, name), text);
+      return join(dir, name);
+    };
+    const [first, second] = rootCertificates as [string, string];
+    // A bundle as operators keep one: comments and blank lines between the certificates.
+    const bundle = write('bundle.pem', `# corporate CA\n${first}\n\n# its successor\n${second}\n`);
+    expect(loadConfig({ SHIM_UPSTREAM_CA_FILE: bundle }).config.upstream.caFile).toBe(bundle);
+
+    const problemFor = (caFile: string) => problemsOf(() => loadConfig({ SHIM_UPSTREAM_CA_FILE: caFile }));
+    expect(problemFor(join(dir, 'missing.pem'))).toEqual([
+      `upstream.caFile: ${join(dir, 'missing.pem')} cannot be read (ENOENT)`,
+    ]);
+    const der = write(
+      'ca.der',
+      Buffer.from(first.split('\n').slice(1, -2).join(''), 'base64').toString('latin1'),
+    );
+    expect(problemFor(der)).toEqual([`upstream.caFile: ${der} holds no PEM certificate`]);
+    // Cut short: its DER ends inside the structure its first bytes announce.
+    const lines = second.trim().split('\n');
+    const cut = [...lines.slice(0, 4), lines[lines.length - 1]].join('\n');
+    const damaged = write('damaged.pem', `${first}\n${cut}\n`);
+    expect(problemFor(damaged)).toEqual([`upstream.caFile: ${damaged}: certificate 2 of 2 cannot be read`]);
   });
 });
 

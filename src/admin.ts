@@ -66,6 +66,13 @@ export function createAdminApp({ configs, logger, metrics, ledger, isDraining }:
   app.disable('x-powered-by');
   const token = configs.current.config.admin.token;
 
+  // Every admin answer is the state of this instant (readiness, counters, who still calls, the config in
+  // effect): RFC 9111 §5.2.2.5, no cache between the operator and the shim may keep one, a 401 or 404 included.
+  app.use(function noStore(_req: Request, res: Response, next: NextFunction) {
+    res.setHeader('cache-control', 'no-store');
+    next();
+  });
+
   // Liveness and readiness stay open: orchestrators probe them without credentials.
   app.get('/healthz', function healthz(_req, res) {
     res.json({ status: 'ok' });

@@ -196,6 +196,33 @@ describe('the admin app', () => {
     await request(app).post('/admin/reload').set('authorization', auth).expect(404);
   });
 
+  it('forbids caching any admin answer, refusals included', async () => {
+    const open = adminApp();
+    const guarded = adminApp({ token: TOKEN });
+    const answers = [
+      await request(open).get('/healthz'),
+      await request(adminApp({ draining: true })).get('/readyz'),
+      await request(open).get('/metrics'),
+      await request(open).get('/admin/deprecations'),
+      await request(open).get('/admin/config'),
+      await request(open).post('/admin/config'),
+      await request(open).get('/admin/nothing-here'),
+      await request(guarded).get('/admin/config'),
+      await request(guarded).get('/admin/config').set('authorization', `Bearer ${TOKEN}`),
+    ];
+    expect(answers.map((answer) => [answer.status, answer.headers['cache-control']])).toEqual([
+      [200, 'no-store'],
+      [503, 'no-store'],
+      [200, 'no-store'],
+      [200, 'no-store'],
+      [200, 'no-store'],
+      [405, 'no-store'],
+      [404, 'no-store'],
+      [401, 'no-store'],
+      [200, 'no-store'],
+    ]);
+  });
+
   it('answers an unknown path with a 404 in Nango shape', async () => {
     const response = await request(adminApp()).get('/admin/nothing').expect(404);
     expect(response.body.error.code).toBe('not_found');

@@ -117,6 +117,24 @@ function setAnswerConnection(headers: IncomingHttpHeaders, keepAlive: boolean): 
 }
 
 /**
+ * RFC 9110 §7.6.1 on a WebSocket handshake, both ways: every field of one hop (HOP_FIELDS, and any the
+ * `Connection` names) is dropped but the upgrade itself, which must reach the other side as `Connection:
+ * Upgrade` and `Upgrade: websocket` (RFC 6455 §4.1, §4.2.2). http-proxy-3 copies the client's fields and writes
+ * the upstream's 101 as they came, a client's `Proxy-Authorization` included. The `Sec-WebSocket-*` fields are
+ * end-to-end and stay. Keys are deleted: upgrades are rare, and http-proxy-3 writes a 101's undefined values.
+ */
+function keepOnlyTheUpgrade(headers: IncomingHttpHeaders): void {
+  for (const name of namedByConnection(headers.connection)) if (name !== 'upgrade') delete headers[name];
+  for (const name of HOP_FIELDS) if (name !== 'upgrade') delete headers[name];
+  headers.connection = 'Upgrade';
+}
+
+/** The upstream's `101 Switching Protocols`, before http-proxy-3 writes its head to the client. */
+function passOnTheSwitch(answer: IncomingMessage): void {
+  keepOnlyTheUpgrade(answer.headers);
+}
+
+/**
  * A `101 Switching Protocols` to a request that asked for no upgrade (RFC 9110 §7.8: a server switches only to
  * a protocol the request's Upgrade named). node:http hands it to an `upgrade` listener and, with none, drops
  * the socket without a word to the request: http-proxy-3 never hears of it, and the client would wait for
@@ -162,7 +180,8 @@ function limitSocketWait(req: http.ClientRequest, timeoutMs: number): void {
  * http-proxy-3 announces no `proxyReq` for a request with an `Expect` header (its head is already flushed)
  * nor for a WebSocket upgrade. It arms the no-answer timeout (those requests hung for ever on a silent
  * upstream), bounds the wait for a socket when the pool is full (limitSocketWait), refuses a protocol switch
- * nobody asked for (refuseUnrequestedSwitch), and sends a request that came without a body without one.
+ * nobody asked for (refuseUnrequestedSwitch) and passes on one that was asked for without its hop's fields
+ * (passOnTheSwitch), and sends a request that came without a body without one.
  */
 function watchUpstreamRequests(agent: http.Agent, timeoutMs: number, agentTimeoutMs: number): void {
   const carrier = agent as http.Agent & { addRequest(req: http.ClientRequest, options: object): void };
@@ -176,8 +195,10 @@ function watchUpstreamRequests(agent: http.Agent, timeoutMs: number, agentTimeou
     // timeout than pooled sockets may idle is armed on the request itself.
     if (timeoutMs === agentTimeoutMs) req.on('timeout', onAnswerTimeout);
     else req.setTimeout(timeoutMs, onAnswerTimeout);
-    // A WebSocket upgrade has http-proxy-3's own listener; every other request asked for no switch.
+    // A WebSocket upgrade has http-proxy-3's own listener, which this one comes before; every other request
+    // asked for no switch.
     if (req.getHeader('upgrade') === undefined) req.on('upgrade', refuseUnrequestedSwitch);
+    else req.on('upgrade', passOnTheSwitch);
     // RFC 9112 §6.3: a request with neither Content-Length nor Transfer-Encoding has no body, and Nango's JSON
     // parser tells that apart from an empty one (type-is hasBody): a `PATCH /connection/metadata` without one
     // gets "expected object, received undefined", an empty one parses as `{}` and gets three issues, and a
@@ -527,6 +548,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
       streamed.web(req, res, NO_OPTIONS, handleProxyError);
     },
     ws(req, socket, head) {
+      keepOnlyTheUpgrade(req.headers);
       addressToUpstream(req);
       proxy.ws(req, socket, head, NO_OPTIONS, handleProxyError);
     },

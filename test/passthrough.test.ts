@@ -660,6 +660,48 @@ describe('WebSocket upgrades', () => {
     }
   });
 
+  it('passes a handshake on without the fields of either hop, Connection: Upgrade and Sec-WebSocket-* kept (RFC 9110 §7.6.1)', async () => {
+    const { upstream, shim } = await through(
+      (_req, res) => res.end('not a websocket'),
+      (_req, socket) => {
+        socket.end(
+          'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Upstream-Hop\r\n' +
+            'X-Upstream-Hop: for the shim only\r\nKeep-Alive: timeout=61\r\nProxy-Authenticate: Basic realm="x"\r\n' +
+            'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n',
+        );
+      },
+    );
+
+    // Firefox's handshake names keep-alive too; the proxy fields are those of a client told to use a proxy.
+    const reply = await exchangeRaw(
+      shim.url,
+      'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade, X-Hop\r\nUpgrade: websocket\r\n' +
+        'X-Hop: for the shim only\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic dXNlcjpwYXNzd29yZA==\r\n' +
+        'Proxy-Connection: keep-alive\r\nTE: trailers\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n' +
+        'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: nango\r\n\r\n',
+      { timeoutMs: 2_000 },
+    );
+
+    const seen = upstream.requests[0]?.headers ?? {};
+    expect(seen).toMatchObject({
+      connection: 'Upgrade',
+      upgrade: 'websocket',
+      'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
+      'sec-websocket-version': '13',
+      'sec-websocket-protocol': 'nango',
+    });
+    for (const name of ['x-hop', 'keep-alive', 'proxy-authorization', 'proxy-connection', 'te'])
+      expect(seen[name], name).toBeUndefined();
+    expect(reply.status).toBe(101);
+    const head = reply.text.slice(0, reply.text.indexOf('\r\n\r\n') + 2).toLowerCase();
+    expect(head).toContain('\r\nconnection: upgrade\r\n');
+    expect(head).toContain('\r\nupgrade: websocket\r\n');
+    expect(head).toContain('\r\nsec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n');
+    expect(head).not.toContain('x-upstream-hop');
+    expect(head).not.toContain('keep-alive');
+    expect(head).not.toContain('proxy-authenticate');
+  });
+
   // Nango's `ws` WebSocketServer takes every upgrade and refuses what is not a WebSocket handshake with an
   // HTTP error (405 for a method other than GET, then 400 for another Upgrade), never running the route.
   // http-proxy-3 alone would close the connection without a byte.

@@ -135,6 +135,16 @@ function passOnTheSwitch(answer: IncomingMessage): void {
 }
 
 /**
+ * An upstream's answer other than 101 to a handshake: http-proxy-3 writes it to the client's socket and then
+ * closes that socket, but with the upstream's own connection fields, `Connection: keep-alive` and
+ * `Keep-Alive: timeout=61` included: a client that believed them would send its next request on a closed
+ * connection. It says close, and carries no other field of the upstream's hop (setAnswerConnection).
+ */
+function refusedSwitch(answer: IncomingMessage): void {
+  setAnswerConnection(answer.headers, false);
+}
+
+/**
  * A `101 Switching Protocols` to a request that asked for no upgrade (RFC 9110 §7.8: a server switches only to
  * a protocol the request's Upgrade named). node:http hands it to an `upgrade` listener and, with none, drops
  * the socket without a word to the request: http-proxy-3 never hears of it, and the client would wait for
@@ -180,8 +190,9 @@ function limitSocketWait(req: http.ClientRequest, timeoutMs: number): void {
  * http-proxy-3 announces no `proxyReq` for a request with an `Expect` header (its head is already flushed)
  * nor for a WebSocket upgrade. It arms the no-answer timeout (those requests hung for ever on a silent
  * upstream), bounds the wait for a socket when the pool is full (limitSocketWait), refuses a protocol switch
- * nobody asked for (refuseUnrequestedSwitch) and passes on one that was asked for without its hop's fields
- * (passOnTheSwitch), and sends a request that came without a body without one.
+ * nobody asked for (refuseUnrequestedSwitch), passes on one that was asked for, or its refusal, without the
+ * fields of the upstream's hop (passOnTheSwitch, refusedSwitch), and sends a request that came without a body
+ * without one.
  */
 function watchUpstreamRequests(agent: http.Agent, timeoutMs: number, agentTimeoutMs: number): void {
   const carrier = agent as http.Agent & { addRequest(req: http.ClientRequest, options: object): void };
@@ -198,7 +209,7 @@ function watchUpstreamRequests(agent: http.Agent, timeoutMs: number, agentTimeou
     // A WebSocket upgrade has http-proxy-3's own listener, which this one comes before; every other request
     // asked for no switch.
     if (req.getHeader('upgrade') === undefined) req.on('upgrade', refuseUnrequestedSwitch);
-    else req.on('upgrade', passOnTheSwitch);
+    else req.on('upgrade', passOnTheSwitch).on('response', refusedSwitch);
     // RFC 9112 §6.3: a request with neither Content-Length nor Transfer-Encoding has no body, and Nango's JSON
     // parser tells that apart from an empty one (type-is hasBody): a `PATCH /connection/metadata` without one
     // gets "expected object, received undefined", an empty one parses as `{}` and gets three issues, and a

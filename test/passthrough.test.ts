@@ -702,6 +702,37 @@ describe('WebSocket upgrades', () => {
     expect(head).not.toContain('proxy-authenticate');
   });
 
+  it('closes the connection after an upstream refused a handshake, and says so, without the fields of its hop', async () => {
+    const { upstream, shim } = await through((req, res) => {
+      req.resume();
+      res.writeHead(426, {
+        connection: 'keep-alive, X-Upstream-Hop',
+        'keep-alive': 'timeout=61',
+        'x-upstream-hop': 'for the shim only',
+        'content-type': 'text/plain',
+        'content-length': '7',
+      });
+      res.end('refused');
+    });
+
+    const reply = await exchangeRaw(
+      shim.url,
+      'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+      { timeoutMs: 2_000 },
+    );
+
+    expect(upstream.requests).toHaveLength(1);
+    expect(reply.status).toBe(426);
+    // The shim closes this connection after the answer (http-proxy-3 tunnels no second request on it).
+    expect(reply.closed).toBe(true);
+    const head = reply.text.slice(0, reply.text.indexOf('\r\n\r\n') + 2).toLowerCase();
+    expect(head).toContain('\r\nconnection: close\r\n');
+    expect(head).not.toContain('keep-alive');
+    expect(head).not.toContain('x-upstream-hop');
+    expect(reply.text.endsWith('\r\n\r\nrefused')).toBe(true);
+  });
+
   // Nango's `ws` WebSocketServer takes every upgrade and refuses what is not a WebSocket handshake with an
   // HTTP error (405 for a method other than GET, then 400 for another Upgrade), never running the route.
   // http-proxy-3 alone would close the connection without a byte.

@@ -393,17 +393,42 @@ function refuseUnwritableStatus(proxyRes: IncomingMessage): boolean {
  * What every upstream answer goes through before its head is copied, on pass-through and on a streamed
  * translation alike: a status node:http cannot write refuses it (false: leave it alone), then a reason phrase
  * or `Trailer` it cannot write is dropped, trailer fields are passed on, the connection fields become the
- * client's (keep-alive unless it or the draining server said otherwise), and an answer the upstream cuts is
- * reported and cuts the client's (reportCutAnswer: one shared listener, no closure, no timer).
+ * client's (setClientConnection), and an answer the upstream cuts is reported and cuts the client's
+ * (reportCutAnswer: one shared listener, no closure, no timer).
  */
 function prepareAnswer(proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): boolean {
   if (refuseUnwritableStatus(proxyRes)) return false;
   dropUnwritableReason(proxyRes);
   dropUnsendableTrailer(req, res, proxyRes);
   forwardTrailers(proxyRes, res);
-  setAnswerConnection(proxyRes.headers, res.shouldKeepAlive);
+  setClientConnection(req, res, proxyRes);
   proxyRes.on('error', reportCutAnswer);
   return true;
+}
+
+/**
+ * Whether the client's connection stays open after this answer: as node:http decides when it writes the head
+ * itself (unless the draining server said close), keep-alive needs a body whose end the client can find
+ * without the close. An HTTP/1.0 client cannot be sent chunks (RFC 9112 §7, §9.3), so an answer of unknown
+ * length to it ends with its connection: told `keep-alive`, it was closed anyway.
+ */
+function keepsClientConnection(res: ServerResponse, proxyRes: IncomingMessage): boolean {
+  return (
+    res.shouldKeepAlive &&
+    (res.useChunkedEncodingByDefault || proxyRes.headers['content-length'] !== undefined)
+  );
+}
+
+/**
+ * The answer's `Connection` field, on the way to the client. http-proxy-3 answers an HTTP/1.0 client with the
+ * client's own `Connection` instead (its setConnection step copies the request's field over the answer's), and
+ * node:http keeps a connection open whose answer says `keep-alive`, a draining server's included: the request's
+ * field, sent upstream long since, is given the answer's value. HTTP/1.1 clients get the answer's as it is.
+ */
+function setClientConnection(req: IncomingMessage, res: ServerResponse, proxyRes: IncomingMessage): void {
+  const keepAlive = keepsClientConnection(res, proxyRes);
+  setAnswerConnection(proxyRes.headers, keepAlive);
+  if (req.httpVersionMinor === 0) req.headers.connection = keepAlive ? 'keep-alive' : 'close';
 }
 
 /**
@@ -470,7 +495,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     ...(ca ? { ca } : {}),
   };
   const proxy = createProxyServer(proxyOptions);
-  // The answer's connection is the client's: keep-alive unless it or the draining server said otherwise.
+  // The answer's connection is the client's: keep-alive unless it, the draining server or the framing say otherwise.
   proxy.on('proxyRes', prepareAnswer);
   const handleProxyError = (error: Error, req: IncomingMessage, res: ServerResponse | Duplex) => {
     if (reportedErrors.has(error)) return;

@@ -3,7 +3,7 @@ import http, { type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { closedAfterEach } from './support/cleanup.js';
-import { exchangeRaw, jsonBodyOf } from './support/raw-http.js';
+import { answerCount, exchangeRaw, jsonBodyOf } from './support/raw-http.js';
 import { type RunningShim, startShim } from './support/shim.js';
 import {
   digest,
@@ -532,6 +532,63 @@ describe('upstream connections', () => {
     expect(res.status).toBe(200);
     expect(res.headers['keep-alive']).toBeUndefined();
     expect(res.headers.connection).toBe('close');
+  });
+});
+
+describe('HTTP/1.0 clients', () => {
+  const keepAliveRequest = 'GET /providers HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n';
+
+  it('keeps an HTTP/1.0 keep-alive connection open across answers of known length', async () => {
+    const { shim } = await through((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '5' });
+      res.end('hello');
+    });
+
+    const reply = await exchangeRaw(shim.url, keepAliveRequest + keepAliveRequest, { timeoutMs: 1_000 });
+
+    expect(answerCount(reply.text)).toBe(2);
+    expect(reply.text.toLowerCase().match(/\r\nconnection: keep-alive\r\n/g)).toHaveLength(2);
+    expect(reply.closed).toBe(false);
+  });
+
+  // RFC 9112 §9.3 and RFC 7230 §A.1.2: an HTTP/1.0 client cannot be sent chunks, so an answer of unknown length
+  // ends with the connection, whatever the client asked for.
+  it('says close to an HTTP/1.0 keep-alive client when the answer has no length and its end closes the connection', async () => {
+    const { shim } = await through((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('hel');
+      res.end('lo');
+    });
+
+    const reply = await exchangeRaw(shim.url, keepAliveRequest, { timeoutMs: 2_000 });
+
+    expect(reply.closed).toBe(true);
+    const head = reply.text.slice(0, reply.text.indexOf('\r\n\r\n') + 2).toLowerCase();
+    expect(head).toContain('\r\nconnection: close\r\n');
+    expect(reply.text.endsWith('\r\n\r\nhello')).toBe(true);
+  });
+
+  it('says close to an HTTP/1.0 keep-alive client while draining, and closes, as it does to HTTP/1.1 clients', async () => {
+    let answer: () => void = () => {};
+    const { shim } = await through((req, res) => {
+      req.resume();
+      answer = () => {
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '5' });
+        res.end('hello');
+      };
+    });
+    const reply = exchangeRaw(shim.url, keepAliveRequest, { timeoutMs: 2_000 });
+    await expect.poll(() => shim.shim.inFlight()).toBe(1);
+
+    const drained = shim.shim.drain(2_000);
+    answer();
+
+    const { text, closed } = await reply;
+    expect(text.toLowerCase()).toContain('\r\nconnection: close\r\n');
+    expect(closed).toBe(true);
+    expect(await drained).toBe(true);
   });
 });
 

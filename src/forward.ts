@@ -497,10 +497,21 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   const proxy = createProxyServer(proxyOptions);
   // The answer's connection is the client's: keep-alive unless it, the draining server or the framing say otherwise.
   proxy.on('proxyRes', prepareAnswer);
+  // Client connections whose WebSocket handshake the upstream accepted: their bytes are frames from then on.
+  const switched = new WeakSet<Duplex>();
+  proxy.on('proxyReqWs', (proxyReq, _req, socket) => {
+    proxyReq.once('upgrade', () => switched.add(socket));
+  });
   const handleProxyError = (error: Error, req: IncomingMessage, res: ServerResponse | Duplex) => {
     if (reportedErrors.has(error)) return;
     reportedErrors.add(error);
-    if ('writeHead' in res && !res.headersSent) res.on('error', dropLateWrites);
+    if ('writeHead' in res) {
+      if (!res.headersSent) res.on('error', dropLateWrites);
+    } else if (switched.has(res)) {
+      // RFC 6455 §7.1.7: a failed tunnel is closed; the shim's HTTP answer, written into it after the 101,
+      // reached the client's WebSocket as a broken frame (a protocol error instead of an abnormal closure).
+      res.destroy();
+    }
     onPassThroughError(classifyFailure(error, false, !failedBeforeEstablished.has(error)), error, req, res);
   };
   // http-proxy-3 throws when nobody handles `error`: every call passes handleProxyError, and this is the net.

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import http, { type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { closedAfterEach } from './support/cleanup.js';
@@ -757,6 +758,37 @@ describe('WebSocket upgrades', () => {
     expect(head).not.toContain('x-upstream-hop');
     expect(head).not.toContain('keep-alive');
     expect(head).not.toContain('proxy-authenticate');
+  });
+
+  it('closes a WebSocket the upstream resets, with no HTTP answer written into it after the 101', async () => {
+    const { shim } = await through(
+      (_req, res) => res.end('not a websocket'),
+      (_req, socket) => {
+        socket.write(
+          'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+            'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n',
+        );
+        socket.write(textFrame('last words'), () =>
+          setTimeout(() => (socket as Socket).resetAndDestroy(), 100),
+        );
+      },
+    );
+
+    const reply = await exchangeRaw(
+      shim.url,
+      'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+      { timeoutMs: 2_000 },
+    );
+
+    expect(reply.status).toBe(101);
+    expect(reply.closed).toBe(true);
+    // After the head, nothing but the upstream's frame: every byte a WebSocket client reads is a frame.
+    const frames = Buffer.from(reply.text.slice(reply.text.indexOf('\r\n\r\n') + 4), 'latin1');
+    expect(frames).toEqual(textFrame('last words'));
+    await expect
+      .poll(() => shim.logs().filter((line) => line.msg === 'upstream request failed'))
+      .toEqual([expect.objectContaining({ path: '/ws', failure: 'lost' })]);
   });
 
   it('closes the connection after an upstream refused a handshake, and says so, without the fields of its hop', async () => {

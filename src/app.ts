@@ -13,6 +13,7 @@ import {
   type BodyToCheck,
   checkTranslation,
   readBodyToCheck,
+  timeStreamedExchange,
   translate,
   upstreamFailureAnswer,
 } from './migrate.js';
@@ -204,13 +205,6 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
     forwarder.web(req, res);
   }
 
-  function timeLegacyExchange(routeId: RouteId, res: ServerResponse): void {
-    if (!observer?.upstream) return;
-    const started = performance.now();
-    const onUpstream = observer.upstream;
-    res.on('close', () => onUpstream(routeId, 'legacy', performance.now() - started));
-  }
-
   function recordOnClose(
     req: IncomingMessage,
     res: ServerResponse,
@@ -293,7 +287,7 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
       }
       outcome.validation = checkTranslation(migration, req, params, body, bodyLimitBytes);
     }
-    timeLegacyExchange(migration.routeId, res);
+    timeStreamedExchange(res, migration.routeId, 'legacy', observer?.upstream);
     forwarder.web(req, res, body === null ? undefined : body.kind === 'read' ? body.bytes : body.stream);
   }
 

@@ -230,6 +230,7 @@ export async function translate(
     const legacyPath = splitTarget(req.url ?? '/').path;
     req.url = up.request.path;
     req.method = up.request.method;
+    timeStreamedExchange(res, migration.routeId, 'successor', onUpstream);
     forwarder.stream(req, res, {
       body: (body) => renameRateLimitPath({ status: 429, body }, legacyPath)?.body,
       // Nango's 429 names req.method and req.path: on a HEAD, the successor's body is known without reading it.
@@ -279,6 +280,21 @@ export async function translate(
   if (etag !== undefined) outgoing.etag = etag;
   sendBytes(res, down.status, outgoing, down.body);
   return 'translated';
+}
+
+/**
+ * Times an exchange whose answer streams to the client, until that answer is done or abandoned: as
+ * pass-through is timed, since the shim never sees the upstream's last byte apart from the client's.
+ */
+export function timeStreamedExchange(
+  res: ServerResponse,
+  routeId: RouteId,
+  target: 'successor' | 'legacy',
+  onUpstream: TranslateOptions['onUpstream'],
+): void {
+  if (!onUpstream) return;
+  const started = performance.now();
+  res.on('close', () => onUpstream(routeId, target, performance.now() - started));
 }
 
 const SAME_BODY: ReadonlySet<string> = new Set(['content-length']);

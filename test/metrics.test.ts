@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { parseConfig, type RouteId } from '../src/config.js';
 import { createMetrics } from '../src/metrics.js';
 import type { UsageEvent } from '../src/usage.js';
-import { DEFAULTS } from './support/shim.js';
+import { startEchoUpstream } from './support/echo-upstream.js';
+import { DEFAULTS, startShim } from './support/shim.js';
 import { usageEvent } from './support/usage-event.js';
 
 const NAMED = 'aaaaaaaaaaaaaaaa';
@@ -147,5 +148,31 @@ describe('createMetrics', () => {
     one.usage.record(call('0123456789abcdef'));
     expect(sample(await one.render(), deprecatedSeries('0123456789abcdef'))).toBe(1);
     expect(sample(await two.render(), deprecatedSeries('0123456789abcdef'))).toBeUndefined();
+  });
+});
+
+describe('the shim, timing its upstream exchanges', () => {
+  it('times a streamed translation as a successor exchange, as the README and its PromQL say', async () => {
+    const upstream = await startEchoUpstream();
+    const metrics = metricsWith();
+    const shim = await startShim(upstream.url, {}, [], () => ({ observer: metrics.observer }));
+    try {
+      const key = 'c0ffee00-5ec2-4e7a-9bad-c2a5ec2e7c2a';
+      const answer = await fetch(`${shim.url}/connection/conn-1?provider_config_key=github`, {
+        headers: { authorization: `Bearer ${key}` },
+      });
+      expect(answer.status).toBe(200);
+      await answer.text();
+      // The upstream really got the successor's path.
+      expect(upstream.requests.map((seen) => seen.url)).toEqual([
+        '/connections/conn-1?provider_config_key=github',
+      ]);
+      const series =
+        'nango_shim_upstream_request_duration_seconds_count{route="connection-get",target="successor"}';
+      await expect.poll(async () => sample(await metrics.render(), series)).toBe(1);
+    } finally {
+      await shim.close();
+      await upstream.close();
+    }
   });
 });

@@ -525,6 +525,16 @@ function checkSemantics(
     const redisProblem = redisUrlProblem(config.redisUrl);
     if (redisProblem !== undefined) problems.push(`${fieldName('redisUrl', envNames)}: ${redisProblem}`);
   }
+  // node:http refuses a headers timeout longer than the request timeout when the listener is created: unchecked,
+  // the start failed with Node's option names, and a reload that set it passed as pending until a restart.
+  if (soundAt(shapeErrors, '/server/headersTimeoutMs') && soundAt(shapeErrors, '/server/requestTimeoutMs')) {
+    const { headersTimeoutMs, requestTimeoutMs } = config.server;
+    if (headersTimeoutMs > requestTimeoutMs) {
+      problems.push(
+        `${fieldName('server.headersTimeoutMs', envNames)}: must not be more than server.requestTimeoutMs (${requestTimeoutMs})`,
+      );
+    }
+  }
   for (const id of ROUTE_IDS) {
     const sound = (...keys: string[]) => keys.every((key) => soundAt(shapeErrors, `/routes/${id}/${key}`));
     // RFC 8594 §3: a resource is deprecated before it sunsets; the reverse is a configuration mistake.

@@ -123,6 +123,16 @@ describe('parseConfig', () => {
     ]);
   });
 
+  it('refuses a headers timeout longer than the request timeout, which node:http refuses at listen', () => {
+    const problems = problemsOf(() => parseConfig([defaults, { server: { headersTimeoutMs: 70_000 } }]));
+    expect(problems).toEqual([
+      'server.headersTimeoutMs: must not be more than server.requestTimeoutMs (60000)',
+    ]);
+    expect(() =>
+      parseConfig([defaults, { server: { headersTimeoutMs: 60_000, requestTimeoutMs: 60_000 } }]),
+    ).not.toThrow();
+  });
+
   it('refuses a date without an explicit offset, which each host would read in its own time zone', () => {
     const expected =
       'must be an RFC 3339 date-time with an offset, as in 2026-03-02T14:00:00Z or 2026-03-02T15:00:00+01:00';

@@ -125,7 +125,11 @@ export function createRateLimiter({ configs, logger, redis }: RateLimiterOptions
       ? new RedisStore({ sendCommand: redisSender(redis), prefix: `${RATE_LIMIT_KEY_PREFIX}${scope}:` })
       : new MemoryStore();
     const windowSeconds = Math.ceil(rule.windowMs / 1000);
-    const message = `Too many requests: at most ${rule.limit} per ${windowSeconds} s for this API key. Retry after the number of seconds in Retry-After.`;
+    // Whose budget ran out, as keyOf counts it: the key's, or the client address's for a call without one.
+    const budget = `at most ${rule.limit} per ${windowSeconds} s`;
+    const retry = 'Retry after the number of seconds in Retry-After.';
+    const keyMessage = `Too many requests: ${budget} for this API key. ${retry}`;
+    const addressMessage = `Too many requests: ${budget} for this client address. ${retry}`;
     const middleware = rateLimit({
       windowMs: rule.windowMs,
       limit: rule.limit,
@@ -135,6 +139,7 @@ export function createRateLimiter({ configs, logger, redis }: RateLimiterOptions
       identifier: scope,
       keyGenerator: keyOf,
       handler(req, res) {
+        const message = fingerprintOf(req.headers.authorization) === undefined ? addressMessage : keyMessage;
         sendLocalAnswer(res, tooManyRequestsAnswer(req.method, pathOf(req.url ?? '/'), message));
       },
       passOnStoreError: failOpen,

@@ -93,7 +93,7 @@ describe('rate limits with the memory store', () => {
     expect(body.error.code).toBe('too_many_request');
     expect(body.error.method).toBe('PATCH');
     expect(body.error.path).toBe('/connection/metadata');
-    expect(body.error.message).toMatch(/at most 2 per 60 s/);
+    expect(body.error.message).toMatch(/at most 2 per 60 s for this API key\./);
 
     expect((await patchLegacyMetadata(shim.url, KEY_B)).status).toBe(200);
     // The limited call never reached the upstream.
@@ -107,7 +107,13 @@ describe('rate limits with the memory store', () => {
     const limited = await fetch(`${shim.url}/providers?again=1`);
     expect(limited.status).toBe(429);
     expect(await limited.json()).toMatchObject({
-      error: { code: 'too_many_request', method: 'GET', path: '/providers' },
+      error: {
+        code: 'too_many_request',
+        // Keyless calls share their address's budget, and the message says whose budget it is.
+        message: expect.stringMatching(/at most 1 per 60 s for this client address\./),
+        method: 'GET',
+        path: '/providers',
+      },
     });
     expect(upstream.requests).toHaveLength(1);
   });

@@ -165,10 +165,12 @@ export function createRateLimiter({ configs, logger, redis }: RateLimiterOptions
     const { failOpen } = active.config.rateLimit;
     for (const [scope, rule] of limitRules(active.config)) {
       const existing = limiters.get(scope);
+      // failOpen decides only what a failing Redis store does: the in-memory store cannot fail, and building
+      // it again for that would hand every caller a fresh budget.
       const same =
         existing?.rule.limit === rule.limit &&
         existing.rule.windowMs === rule.windowMs &&
-        existing.failOpen === failOpen;
+        (redis === undefined || existing.failOpen === failOpen);
       if (existing && same) {
         next.set(scope, existing);
       } else {

@@ -101,6 +101,20 @@ describe('rate limits with the memory store', () => {
     expect(shim.logs().filter((line) => line.msg === 'rate limiter misconfigured')).toEqual([]);
   });
 
+  it('keeps each budget spent across a reload that changes only failOpen, which no memory store uses', async () => {
+    const shim = await limitedShim(METADATA_LIMIT);
+    expect((await patchLegacyMetadata(shim.url, KEY_A)).status).toBe(200);
+    expect((await patchLegacyMetadata(shim.url, KEY_A)).status).toBe(200);
+    expect((await patchLegacyMetadata(shim.url, KEY_A)).status).toBe(429);
+    shim.configs.current = parseConfig([
+      DEFAULTS,
+      METADATA_LIMIT,
+      { upstream: { url: upstream.url }, rateLimit: { failOpen: false } },
+    ]);
+    expect((await patchLegacyMetadata(shim.url, KEY_A)).status).toBe(429);
+    expect(upstream.requests.filter((request) => request.url === '/connections/metadata')).toHaveLength(2);
+  });
+
   it('limits keyless pass-through traffic by client IP', async () => {
     const shim = await limitedShim({ rateLimit: { passthrough: { windowMs: 60_000, limit: 1 } } });
     expect((await fetch(`${shim.url}/providers`)).status).toBe(200);

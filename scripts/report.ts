@@ -36,7 +36,7 @@ async function readLedger(config: Config): Promise<LedgerSnapshot> {
 /** Why a shared consumer does not hold a route back, shown beside it: it was never served by Nango. */
 const NOT_BLOCKING: Readonly<Record<string, string>> = {
   [ANONYMOUS]: 'no API key',
-  [UNAUTHENTICATED]: 'key refused',
+  [UNAUTHENTICATED]: 'refused with 401/403',
 };
 
 function consumerCell(usage: ConsumerUsage): string {

@@ -78,7 +78,7 @@ describe('npm run report', () => {
     const lines = stdout.split('\n');
     expect(lines[0]).toMatch(/^ROUTE\s+CONSUMER\s+CALLS\s+LAST SEEN\s+CLIENT$/);
     expect(stdout).toMatch(/connection-metadata\s+crm \(0123456789abcdef\)\s+42\s+\S+Z\s+crm-sync\/4\.2/);
-    expect(stdout).toMatch(/connection-get\s+unauthenticated \(key refused\)\s+1\s+\S+Z\s+-/);
+    expect(stdout).toMatch(/connection-get\s+unauthenticated \(refused with 401\/403\)\s+1\s+\S+Z\s+-/);
     expect(stdout).toMatch(/still called: connection-metadata\n/);
   });
 

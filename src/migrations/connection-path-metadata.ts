@@ -1,5 +1,6 @@
 import { parse as parseQuery } from 'node:querystring';
 import { syntacticAuthFailure } from '../api-key.js';
+import { isPlainObject } from '../config.js';
 import {
   authErrorAnswer,
   errorAnswer,
@@ -58,10 +59,6 @@ function providerConfigKeyOf(request: LegacyRequest): string | string[] | undefi
   return fromHeader === undefined || fromHeader === '' ? undefined : fromHeader;
 }
 
-function isJsonObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 /**
  * A metadata key the successor cannot store as the path-style handler did (it stored any JSON object as it
  * came), judged as Nango's zod 4.0.5 record does (v4/core schemas.js $ZodRecord, util.js isPlainObject):
@@ -76,8 +73,8 @@ function unstorableMetadataIssue(metadata: Record<string, unknown>): ValidationI
   }
   if (!Object.hasOwn(metadata, 'constructor')) return undefined;
   const ctor = metadata.constructor;
-  const prototype = isJsonObject(ctor) && Object.hasOwn(ctor, 'prototype') ? ctor.prototype : undefined;
-  if (isJsonObject(prototype) && Object.hasOwn(prototype, 'isPrototypeOf')) return undefined;
+  const prototype = isPlainObject(ctor) && Object.hasOwn(ctor, 'prototype') ? ctor.prototype : undefined;
+  if (isPlainObject(prototype) && Object.hasOwn(prototype, 'isPrototypeOf')) return undefined;
   return {
     code: 'invalid_type',
     message: 'Invalid input: expected record, received object',

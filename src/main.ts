@@ -2,6 +2,7 @@
 import './hangup.js';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
 import { createAdminApp, reachableFromOtherHosts } from './admin.js';
 import { createApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
@@ -25,6 +26,23 @@ const OPENAPI_FILE = new URL('../config/openapi/connection-metadata.json', impor
  * orchestrator would otherwise wait for its own SIGKILL.
  */
 const CLEANUP_DEADLINE_MS = 5_000;
+
+/**
+ * A listener that cannot bind (a port in use, an address this host does not have) emits 'error': unhandled,
+ * Node printed a stack trace on stderr and the buffered log lines, 'config active' among them, were lost with
+ * the process. It ends the process in one fatal line instead.
+ */
+function exitOnListenFailure(
+  logger: Logger,
+  message: string,
+  { host, port }: { host: string; port: number },
+) {
+  return function listenFailed(error: NodeJS.ErrnoException): void {
+    logger.fatal({ host, port, code: error.code }, message);
+    logger.flush();
+    setImmediate(() => process.exit(1));
+  };
+}
 
 async function start(): Promise<void> {
   let active: ReturnType<typeof loadConfig>;
@@ -88,16 +106,7 @@ async function start(): Promise<void> {
   const stopWatching = process.env.SHIM_CONFIG ? reloader.watchFile(process.env.SHIM_CONFIG) : () => {};
   takeHangups(() => reloader.reload('SIGHUP'));
 
-  // A port in use (or an address this host does not have) is an 'error' event: unhandled, Node printed a
-  // stack trace on stderr and the buffered log lines, 'config active' among them, were lost with the process.
-  shim.server.on('error', (error: NodeJS.ErrnoException) => {
-    logger.fatal(
-      { host: config.server.host, port: config.server.port, code: error.code },
-      'shim listener failed',
-    );
-    logger.flush();
-    setImmediate(() => process.exit(1));
-  });
+  shim.server.on('error', exitOnListenFailure(logger, 'shim listener failed', config.server));
   shim.server.listen(config.server.port, config.server.host, () => {
     const address = shim.server.address() as AddressInfo;
     logger.info(
@@ -112,14 +121,7 @@ async function start(): Promise<void> {
     // Scripts and supervisors wait for this line: it does not wait for the log buffer's interval.
     logger.flush();
   });
-  admin.on('error', (error: NodeJS.ErrnoException) => {
-    logger.fatal(
-      { host: config.admin.host, port: config.admin.port, code: error.code },
-      'admin listener failed',
-    );
-    logger.flush();
-    setImmediate(() => process.exit(1));
-  });
+  admin.on('error', exitOnListenFailure(logger, 'admin listener failed', config.admin));
   admin.listen(config.admin.port, config.admin.host, () => {
     const address = admin.address() as AddressInfo;
     logger.info(

@@ -442,6 +442,16 @@ function describeAjvError(error: ErrorObject, envNames: Map<string, string>): st
   return `${fieldName(path, envNames)}: ${error.message ?? 'is invalid'}`;
 }
 
+/** The config keys the environment sets, by the variable that sets each: an empty one sets nothing. */
+function envNamesOf(env: Record<string, string | undefined>): Map<string, string> {
+  const names = new Map<string, string>();
+  for (const { name, path } of ENV_OVERRIDES) {
+    const raw = env[name];
+    if (raw !== undefined && raw !== '') names.set(path.join('.'), name);
+  }
+  return names;
+}
+
 /** A config key as a problem names it, with the variable it came from: `redisUrl (from SHIM_REDIS_URL)`. */
 function fieldName(path: string, envNames: Map<string, string>): string {
   const env = envNames.get(path);
@@ -586,12 +596,10 @@ export function parseConfig(layers: unknown[], env: Record<string, string | unde
   let merged: unknown = {};
   for (const layer of layers) merged = mergeLayer(merged, layer);
   if (!isPlainObject(merged)) throw new ConfigError(['(root): must be an object']);
-  const envNames = new Map<string, string>();
+  const envNames = envNamesOf(env);
   for (const { name, path, kind } of ENV_OVERRIDES) {
     const raw = env[name];
-    if (raw === undefined || raw === '') continue;
-    setPath(merged, path, envValue(raw, kind));
-    envNames.set(path.join('.'), name);
+    if (raw !== undefined && envNames.has(path.join('.'))) setPath(merged, path, envValue(raw, kind));
   }
   lowerCaseSchemes(merged);
   lowerCaseLogLevel(merged);
@@ -778,7 +786,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const file = env.SHIM_CONFIG;
   if (file) layers.push(readJsonFile(file, `SHIM_CONFIG (${file})`));
   const active = parseConfig(layers, env);
-  const caProblem = caFileProblem(active.config.upstream.caFile);
+  const caProblem = caFileProblem(
+    active.config.upstream.caFile,
+    fieldName('upstream.caFile', envNamesOf(env)),
+  );
   if (caProblem !== undefined) throw new ConfigError([caProblem]);
   return active;
 }
@@ -792,21 +803,21 @@ const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE---
  * a bare ENOENT that named no key. Checked here, where the configuration is read, so start-up and a reload
  * (which would otherwise leave a restart to find it) both refuse it by name.
  */
-function caFileProblem(caFile: string | null): string | undefined {
+function caFileProblem(caFile: string | null, key: string): string | undefined {
   if (caFile === null) return undefined;
   let text: string;
   try {
     text = readFileSync(caFile, 'utf8');
   } catch (error) {
-    return `upstream.caFile: ${caFile} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`;
+    return `${key}: ${caFile} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`;
   }
   const certificates = text.match(PEM_CERTIFICATE) ?? [];
-  if (certificates.length === 0) return `upstream.caFile: ${caFile} holds no PEM certificate`;
+  if (certificates.length === 0) return `${key}: ${caFile} holds no PEM certificate`;
   for (const [index, certificate] of certificates.entries()) {
     try {
       new X509Certificate(certificate);
     } catch {
-      return `upstream.caFile: ${caFile}: certificate ${index + 1} of ${certificates.length} cannot be read`;
+      return `${key}: ${caFile}: certificate ${index + 1} of ${certificates.length} cannot be read`;
     }
   }
   return undefined;

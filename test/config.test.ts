@@ -372,19 +372,25 @@ describe('loadConfig', () => {
     expect(loadConfig({ SHIM_UPSTREAM_CA_FILE: bundle }).config.upstream.caFile).toBe(bundle);
 
     const problemFor = (caFile: string) => problemsOf(() => loadConfig({ SHIM_UPSTREAM_CA_FILE: caFile }));
+    // Named as every other problem names a key the environment set.
+    const key = 'upstream.caFile (from SHIM_UPSTREAM_CA_FILE)';
     expect(problemFor(join(dir, 'missing.pem'))).toEqual([
+      `${key}: ${join(dir, 'missing.pem')} cannot be read (ENOENT)`,
+    ]);
+    const file = write('shim.json', JSON.stringify({ upstream: { caFile: join(dir, 'missing.pem') } }));
+    expect(problemsOf(() => loadConfig({ SHIM_CONFIG: file }))).toEqual([
       `upstream.caFile: ${join(dir, 'missing.pem')} cannot be read (ENOENT)`,
     ]);
     const der = write(
       'ca.der',
       Buffer.from(first.split('\n').slice(1, -2).join(''), 'base64').toString('latin1'),
     );
-    expect(problemFor(der)).toEqual([`upstream.caFile: ${der} holds no PEM certificate`]);
+    expect(problemFor(der)).toEqual([`${key}: ${der} holds no PEM certificate`]);
     // Cut short: its DER ends inside the structure its first bytes announce.
     const lines = second.trim().split('\n');
     const cut = [...lines.slice(0, 4), lines[lines.length - 1]].join('\n');
     const damaged = write('damaged.pem', `${first}\n${cut}\n`);
-    expect(problemFor(damaged)).toEqual([`upstream.caFile: ${damaged}: certificate 2 of 2 cannot be read`]);
+    expect(problemFor(damaged)).toEqual([`${key}: ${damaged}: certificate 2 of 2 cannot be read`]);
   });
 });
 

@@ -794,7 +794,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   return active;
 }
 
-const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g;
+// OpenSSL's `TRUSTED CERTIFICATE` blocks too, which Node's TLS reads as CA certificates.
+const PEM_CERTIFICATE =
+  /-----BEGIN (?:TRUSTED )?CERTIFICATE-----[^-]+-----END (?:TRUSTED )?CERTIFICATE-----/g;
 
 /**
  * What is wrong with `upstream.caFile`, if anything: the file must be readable and hold at least one PEM
@@ -804,7 +806,8 @@ const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE---
  * (which would otherwise leave a restart to find it) both refuse it by name.
  */
 function caFileProblem(caFile: string | null, key: string): string | undefined {
-  if (caFile === null) return undefined;
+  // An empty path names no file: the default trust store, as forward.ts reads it (and as an empty variable).
+  if (caFile === null || caFile === '') return undefined;
   let text: string;
   try {
     text = readFileSync(caFile, 'utf8');

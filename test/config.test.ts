@@ -360,7 +360,7 @@ describe('loadConfig', () => {
     ]);
   });
 
-  it('takes an upstream.caFile of PEM certificates, and names one that is missing, not PEM or damaged', () => {
+  it('takes an upstream.caFile of PEM certificates (or none), and names one that is missing, not PEM or damaged', () => {
     const dir = mkdtempSync(join(tmpdir(), 'nango-shim-ca-'));
     const write = (name: string, text: string) => {
       writeFileSync(join(dir, name), text);
@@ -370,6 +370,12 @@ describe('loadConfig', () => {
     // A bundle as operators keep one: comments and blank lines between the certificates.
     const bundle = write('bundle.pem', `# corporate CA\n${first}\n\n# its successor\n${second}\n`);
     expect(loadConfig({ SHIM_UPSTREAM_CA_FILE: bundle }).config.upstream.caFile).toBe(bundle);
+    // OpenSSL's TRUSTED CERTIFICATE form, which Node's TLS reads as a CA too.
+    const trusted = write('trusted.pem', first.replaceAll(' CERTIFICATE-----', ' TRUSTED CERTIFICATE-----'));
+    expect(loadConfig({ SHIM_UPSTREAM_CA_FILE: trusted }).config.upstream.caFile).toBe(trusted);
+    // An empty path in a file names no file, as an empty variable sets nothing: the default trust store.
+    const noCa = write('no-ca.json', JSON.stringify({ upstream: { caFile: '' } }));
+    expect(loadConfig({ SHIM_CONFIG: noCa }).config.upstream.caFile).toBe('');
 
     const problemFor = (caFile: string) => problemsOf(() => loadConfig({ SHIM_UPSTREAM_CA_FILE: caFile }));
     // Named as every other problem names a key the environment set.

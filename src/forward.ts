@@ -8,7 +8,7 @@ import type { Config } from './config.js';
 import { rewrittenEtag, weakEtag } from './etag.js';
 import { createSuccessorClient, type UpstreamRequest, type UpstreamResponse } from './successor-client.js';
 import { classifyFailure, timeoutError, type UpstreamFailure } from './upstream-failure.js';
-import { fieldTokens, setForwardedHeaders } from './upstream-headers.js';
+import { fieldTokens, HOP_FIELDS, setForwardedHeaders } from './upstream-headers.js';
 
 export type PassThroughErrorHandler = (
   failure: UpstreamFailure,
@@ -65,19 +65,6 @@ const COPY_ANSWER_HEAD = Object.values(OUTGOING_PASSES) as unknown as AnswerPass
 /** Nango closes idle keep-alive sockets after 61 s; the shim lets its pooled ones go well before. */
 const MAX_IDLE_MS = 55_000;
 
-/**
- * Fields of one hop, never forwarded by a proxy: the options of one connection (RFC 9110 §7.6.1), and the
- * credentials and challenges of a proxy (§11.7: they apply to the next proxy only, and the shim asks for none),
- * which translated calls drop as well (upstream-headers.ts).
- */
-const HOP_FIELDS = [
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'upgrade',
-  'proxy-authorization',
-  'proxy-authenticate',
-] as const;
 /** Framing stays whatever Connection names: node:http frames the streamed body by it. */
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
 

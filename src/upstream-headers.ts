@@ -1,18 +1,28 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 
-/** RFC 9110 §7.6.1: connection-specific fields are never forwarded by a proxy. */
+/** No field: what endToEndHeaders drops when asked to drop nothing more. */
 const NOTHING: ReadonlySet<string> = new Set();
 
-const HOP_BY_HOP = new Set([
-  'connection',
+/**
+ * Fields of one hop that a proxy removes whatever it does with the framing: the options of one connection
+ * (RFC 9110 §7.6.1) and the credentials and challenges of a proxy (§11.7: they apply to the next proxy only,
+ * and the shim asks for none). Pass-through removes these (forward.ts) and leaves the framing to node:http.
+ */
+export const HOP_FIELDS = [
   'keep-alive',
   'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
   'te',
+  'upgrade',
+  'proxy-authorization',
+  'proxy-authenticate',
+] as const;
+
+/** A translated call is framed anew as well: its Connection, Trailer and Transfer-Encoding go too. */
+const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  ...HOP_FIELDS,
+  'connection',
   'trailer',
   'transfer-encoding',
-  'upgrade',
 ]);
 
 /** The comma-separated tokens of a field (RFC 9110 §5.6.1), lower-cased, repeated lines joined, empties dropped. */

@@ -1,6 +1,7 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
+import { isPlainObject } from './plain-object.js';
 
 export const STAGES = ['passthrough', 'validate', 'canary', 'translate', 'gone'] as const;
 export type Stage = (typeof STAGES)[number];
@@ -362,11 +363,6 @@ const ENV_OVERRIDES: Array<{ name: string; path: string[]; kind: 'string' | 'int
 
 export function listEnvOverrides(): Array<{ name: string; key: string }> {
   return ENV_OVERRIDES.map(({ name, path }) => ({ name, key: path.join('.') }));
-}
-
-/** A JSON object: not null, not an array. */
-export function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /** Objects merge key by key; anything else (arrays included) is replaced whole, as operators expect. */

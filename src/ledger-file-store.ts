@@ -2,7 +2,7 @@ import { mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync } from 'no
 import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { isPlainObject, isRouteId } from './config.js';
+import { isRouteId } from './config.js';
 import {
   entryKey,
   isLedgerTime,
@@ -16,6 +16,7 @@ import {
   mergeSince,
   type RecordingSince,
 } from './ledger.js';
+import { isPlainObject } from './plain-object.js';
 
 export const LEDGER_FILE = 'deprecation-ledger.json';
 const FORMAT = 1;

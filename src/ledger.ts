@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { ConfigHolder } from './app.js';
-import { isPlainObject, isRouteId, ROUTE_IDS, type RouteId, STAGES, type Stage } from './config.js';
+import { isRouteId, ROUTE_IDS, type RouteId, STAGES, type Stage } from './config.js';
+import { isPlainObject } from './plain-object.js';
 import {
   ANONYMOUS,
   consumerOf,

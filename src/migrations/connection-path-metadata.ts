@@ -1,6 +1,5 @@
 import { parse as parseQuery } from 'node:querystring';
 import { syntacticAuthFailure } from '../api-key.js';
-import { isPlainObject } from '../config.js';
 import {
   authErrorAnswer,
   errorAnswer,
@@ -10,6 +9,7 @@ import {
   type ValidationIssue,
 } from '../errors.js';
 import type { OperationValidators } from '../openapi.js';
+import { isPlainObject } from '../plain-object.js';
 import { checkBeforeAuth, reserialise, SUCCESSOR_PATH } from './connection-metadata.js';
 import {
   ACCEPTED,

@@ -105,8 +105,8 @@ function temporaryFileOf(file: string, pid: number): string {
   return `${file}.${pid}.tmp`;
 }
 
-/** The name temporaryFileOf gives, and only it: a pid has no leading zero. */
-const TEMPORARY_NAME = /^deprecation-ledger\.json\.([1-9]\d*)\.tmp$/;
+/** The pid a temporary file's name may end with; temporaryFileOf then says whether it is one. */
+const TEMPORARY_PID = /\.([1-9]\d*)\.tmp$/;
 
 /**
  * Whether the process may still be writing. Only ESRCH says it is not running: EPERM is a live process of
@@ -128,7 +128,7 @@ function mayBeRunning(pid: number): boolean {
  * since this one has not written yet. Best effort: a folder that cannot be listed, or a file that cannot
  * be removed, is left as it is and the ledger opens anyway.
  */
-function removeStaleTemporaryFiles(dataDir: string, logger: Logger): void {
+function removeStaleTemporaryFiles(dataDir: string, file: string, logger: Logger): void {
   let names: string[];
   try {
     names = readdirSync(dataDir);
@@ -137,8 +137,8 @@ function removeStaleTemporaryFiles(dataDir: string, logger: Logger): void {
   }
   const removed: string[] = [];
   for (const name of names) {
-    const pid = Number(TEMPORARY_NAME.exec(name)?.[1] ?? Number.NaN);
-    if (!Number.isSafeInteger(pid)) continue;
+    const pid = Number(TEMPORARY_PID.exec(name)?.[1] ?? Number.NaN);
+    if (!Number.isSafeInteger(pid) || join(dataDir, name) !== temporaryFileOf(file, pid)) continue;
     if (pid !== process.pid && mayBeRunning(pid)) continue;
     try {
       unlinkSync(join(dataDir, name));
@@ -163,7 +163,7 @@ export interface FileLedgerStoreOptions {
 export function createFileLedgerStore({ dataDir, logger }: FileLedgerStoreOptions): LedgerStore {
   mkdirSync(dataDir, { recursive: true });
   const file = join(dataDir, LEDGER_FILE);
-  removeStaleTemporaryFiles(dataDir, logger);
+  removeStaleTemporaryFiles(dataDir, file, logger);
   let entries: Map<string, LedgerEntry>;
   let since: RecordingSince = {};
   try {

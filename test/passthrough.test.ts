@@ -595,6 +595,11 @@ describe('HTTP/1.0 clients', () => {
 
 const WEBSOCKET_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
+/** A client's opening handshake on a raw socket (RFC 6455 §4.1, with its §1.3 sample key). */
+const WEBSOCKET_HANDSHAKE =
+  'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+  'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+
 function acceptKey(key: string): string {
   return createHash('sha1')
     .update(key + WEBSOCKET_GUID)
@@ -774,12 +779,7 @@ describe('WebSocket upgrades', () => {
       },
     );
 
-    const reply = await exchangeRaw(
-      shim.url,
-      'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
-        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
-      { timeoutMs: 2_000 },
-    );
+    const reply = await exchangeRaw(shim.url, WEBSOCKET_HANDSHAKE, { timeoutMs: 2_000 });
 
     expect(reply.status).toBe(101);
     expect(reply.closed).toBe(true);
@@ -804,12 +804,7 @@ describe('WebSocket upgrades', () => {
       res.end('refused');
     });
 
-    const reply = await exchangeRaw(
-      shim.url,
-      'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
-        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
-      { timeoutMs: 2_000 },
-    );
+    const reply = await exchangeRaw(shim.url, WEBSOCKET_HANDSHAKE, { timeoutMs: 2_000 });
 
     expect(upstream.requests).toHaveLength(1);
     expect(reply.status).toBe(426);

@@ -188,7 +188,23 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
     } else sendLocalAnswerOnSocket(res, upstreamFailureAnswer(failure));
   }
 
-  const forwarder: Forwarder = createForwarder(configs.current.config, onPassThroughError);
+  /**
+   * The client gets its answer, but the upstream broke a connection the shim believed open: a warning, as an
+   * operator should hear of it when it recurs (a load balancer that closes idle connections before the shim
+   * lets go of them). One line per lost pooled connection at most: a retry is never retried.
+   */
+  function onPassThroughRetry(error: Error, req: IncomingMessage) {
+    logger.warn(
+      { method: req.method, path: pathOf(req.url ?? '/'), reason: error.message },
+      'upstream request retried',
+    );
+  }
+
+  const forwarder: Forwarder = createForwarder(
+    configs.current.config,
+    onPassThroughError,
+    onPassThroughRetry,
+  );
 
   const observePassThrough = observer?.passThrough;
   const logAccess = createAccessLog(logger);

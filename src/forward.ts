@@ -17,6 +17,9 @@ export type PassThroughErrorHandler = (
   res: ServerResponse | Duplex,
 ) => void;
 
+/** A request sent once more after losing a reused upstream connection before any answer (retryOnNewConnection). */
+export type PassThroughRetryHandler = (error: Error, req: IncomingMessage) => void;
+
 export interface Forwarder {
   /**
    * Streams a request to the upstream unchanged and the answer back (http-proxy-3). `body` replaces the
@@ -238,6 +241,86 @@ function markFailuresBeforeEstablished(agent: http.Agent, secure: boolean): void
 }
 
 /**
+ * Methods sent once more after the keep-alive race (retryOnNewConnection): the safe ones (RFC 9110 §9.2.1),
+ * which change nothing however often they arrive. DELETE and PUT are idempotent (§9.2.2) but not safe: a
+ * DELETE the upstream applied before the connection broke would be answered 404 the second time, so they
+ * keep their 502, as every other method does.
+ */
+const RETRIED_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS']);
+/** A connection the upstream reset (or closed: node:http's `socket hang up`) under a request, or wrote into closed. */
+const CONNECTION_LOST: ReadonlySet<string | undefined> = new Set(['ECONNRESET', 'EPIPE']);
+
+/** Errors of requests that lost a reused pooled socket before any answer came (markLossesOnReusedSockets). */
+const lostOnReusedSocket = new WeakSet<Error>();
+
+/** node:http's request on a socket (`_httpMessage`), and its answer once the head of one came (`res`). */
+type CarriedRequest = http.ClientRequest & { res?: IncomingMessage | null };
+type CarrierSocket = Duplex & { _httpMessage?: CarriedRequest | null };
+
+/** The socket's request, when it went out on a reused pooled socket and no answer has come for it yet. */
+function unansweredOnReusedSocket(socket: CarrierSocket): CarriedRequest | undefined {
+  const request = socket._httpMessage;
+  return request?.reusedSocket === true && !request.res ? request : undefined;
+}
+
+/** Marks a request's error as the loss of its reused socket, when it is a reset or a close (not a timeout). */
+function markLostRequestError(error: Error): void {
+  if (CONNECTION_LOST.has((error as NodeJS.ErrnoException).code)) lostOnReusedSocket.add(error);
+}
+
+/** A reset (or EPIPE) of a reused socket whose request has no answer yet: node:http hands the error on next. */
+function markResetOfReusedSocket(this: CarrierSocket, error: Error): void {
+  if (unansweredOnReusedSocket(this)) markLostRequestError(error);
+}
+
+/**
+ * The upstream's FIN on a reused socket whose request has no answer yet: node:http reports it to the request
+ * next, as a `socket hang up` of its own making, which this marks before anybody else hears of it.
+ */
+function markCloseOfReusedSocket(this: CarrierSocket): void {
+  unansweredOnReusedSocket(this)?.prependOnceListener('error', markLostRequestError);
+}
+
+/**
+ * Marks the error of a request that lost its reused pooled socket before any answer came: the keep-alive
+ * race, where the upstream closes an idle connection (its own timer, a restart, a load balancer in between
+ * with a shorter one) just as the shim sends on it. node:http's own advice (`request.reusedSocket`) is to
+ * send such a request again. Hooked where the agent makes a socket, with shared functions: nothing per
+ * request, and only the upstream's reset or FIN runs them (a socket the shim destroys itself never ends).
+ * A head cut short by the close is not told apart: node:http reads no answer until its head is whole.
+ */
+function markLossesOnReusedSockets(agent: http.Agent): void {
+  const carrier = agent as http.Agent & { createConnection(...args: unknown[]): Duplex };
+  const createConnection = carrier.createConnection.bind(agent);
+  carrier.createConnection = (...args) => {
+    const socket = createConnection(...args);
+    // Registered before node:http's own listeners, which hand the loss to the request.
+    socket.on('error', markResetOfReusedSocket).on('end', markCloseOfReusedSocket);
+    return socket;
+  };
+}
+
+/** RFC 9112 §6.3: a request without Content-Length or Transfer-Encoding, or with a length of 0, has no body. */
+function hasBody(headers: IncomingHttpHeaders): boolean {
+  const length = headers['content-length'];
+  return headers['transfer-encoding'] !== undefined || (length !== undefined && Number(length) !== 0);
+}
+
+/**
+ * Whether a request that lost its reused upstream connection may be sent again: a safe method, no body
+ * (pass-through streams a body and keeps none to replay), and a client still there with nothing written to it.
+ */
+function mayRetry(req: IncomingMessage, res: ServerResponse): boolean {
+  return (
+    RETRIED_METHODS.has(req.method ?? '') &&
+    !hasBody(req.headers) &&
+    !res.headersSent &&
+    !res.destroyed &&
+    !req.socket.destroyed
+  );
+}
+
+/**
  * A 429 small enough to read whole: a declared length within the limit, no content coding (its JSON is
  * renamed as it is), and a body at all (HEAD has none to read: see describeRenamedHead).
  */
@@ -426,7 +509,11 @@ function setClientConnection(req: IncomingMessage, res: ServerResponse, proxyRes
  */
 function dropLateWrites(): void {}
 
-export function createForwarder(config: Config, onPassThroughError: PassThroughErrorHandler): Forwarder {
+export function createForwarder(
+  config: Config,
+  onPassThroughError: PassThroughErrorHandler,
+  onPassThroughRetry: PassThroughRetryHandler,
+): Forwarder {
   const target = new URL(config.upstream.url);
   const secure = target.protocol === 'https:';
   const ca = config.upstream.caFile ? readFileSync(config.upstream.caFile, 'utf8') : undefined;
@@ -439,13 +526,21 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     timeout: Math.min(config.upstream.timeoutMs, MAX_IDLE_MS),
     scheduling: 'lifo' as const,
   };
-  const agent = secure
-    ? new https.Agent({ ...agentOptions, ca, rejectUnauthorized: true })
-    : new http.Agent(agentOptions);
+  const createAgent = (options: http.AgentOptions) =>
+    secure ? new https.Agent({ ...options, ca, rejectUnauthorized: true }) : new http.Agent(options);
+  const agent = createAgent(agentOptions);
+  // A request that lost a reused socket goes again on a new connection, never on another pooled socket that
+  // may be just as dead (an upstream restart closes them all): no keep-alive, and no socket limit, so that
+  // node:http closes each connection after its answer and never hands it to another request. Retries come
+  // only from requests in the pool, so there are never more of them at once than upstream.maxSockets.
+  const retryAgent = createAgent({ ...agentOptions, keepAlive: false, maxSockets: Number.POSITIVE_INFINITY });
   const timeoutMs = config.upstream.timeoutMs;
-  // A no-answer timeout measured on the upstream socket, so 504 can be told apart from a reset.
-  watchUpstreamRequests(agent, timeoutMs, agentOptions.timeout);
-  markFailuresBeforeEstablished(agent, secure);
+  for (const carrier of [agent, retryAgent]) {
+    // A no-answer timeout measured on the upstream socket, so 504 can be told apart from a reset.
+    watchUpstreamRequests(carrier, timeoutMs, agentOptions.timeout);
+    markFailuresBeforeEstablished(carrier, secure);
+  }
+  markLossesOnReusedSockets(agent);
   const host = target.host;
   const basePath = target.pathname.replace(/\/$/, '');
 
@@ -493,6 +588,10 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
     if (reportedErrors.has(error)) return;
     reportedErrors.add(error);
     if ('writeHead' in res) {
+      if (lostOnReusedSocket.has(error) && mayRetry(req, res)) {
+        retryOnNewConnection(error, req, res);
+        return;
+      }
       if (!res.headersSent) res.on('error', dropLateWrites);
     } else if (switched.has(res)) {
       // RFC 6455 §7.1.7: a failed tunnel is closed; the shim's HTTP answer, written into it after the 101,
@@ -543,6 +642,19 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
   });
   streamed.on('error', handleProxyError);
 
+  const retryOptions: ServerOptions = { agent: retryAgent };
+  /**
+   * Sends a request that lost its reused connection once more, on a connection of its own (retryAgent), by
+   * the proxy that sent it: its answer reaches the client as the first would have, and the client's usage
+   * line, metrics and access log, all taken when its answer closes, count it once. The request's headers
+   * are already the upstream's (web, stream), and it has no body: http-proxy-3 pipes the client's request,
+   * which has ended (or is about to), into the new one, and so ends it.
+   */
+  function retryOnNewConnection(error: Error, req: IncomingMessage, res: ServerResponse): void {
+    onPassThroughRetry(error, req);
+    (rateLimitRenames.has(req) ? streamed : proxy).web(req, res, retryOptions, handleProxyError);
+  }
+
   // Translated calls: small buffered JSON exchanges, on the shim's own pool (successor-client.ts).
   const successor = createSuccessorClient({
     url: target,
@@ -591,6 +703,7 @@ export function createForwarder(config: Config, onPassThroughError: PassThroughE
       proxy.close();
       streamed.close();
       agent.destroy();
+      retryAgent.destroy();
       successor.close();
     },
   };

@@ -105,6 +105,29 @@ describe.skipIf(!OPENSSL)(TITLE, () => {
     expect(new Set(secure.requests.map((seen) => seen.remotePort)).size).toBeLessThanOrEqual(2);
   });
 
+  it('sends a GET that lost its pooled TLS connection again on a new, verified one', async () => {
+    const certificates = trusted as TestCertificates;
+    const served = new WeakSet<object>();
+    // The second request of a connection finds it closed (the keep-alive race, test/keep-alive-race.test.ts).
+    upstream = await startUpstream(
+      (req, res) => {
+        if (served.has(req.socket)) return void req.socket.destroy();
+        served.add(req.socket);
+        res.end(`secure ${req.method} ${req.url}`);
+      },
+      { tls: { key: certificates.key, cert: certificates.cert } },
+    );
+    shim = await startShim(upstream.url, { upstream: { caFile: certificates.caFile } });
+    expect((await request(shim.url, { path: '/providers' })).status).toBe(200);
+
+    const res = await within(5_000, 'retried request', request(shim.url, { path: '/providers' }));
+
+    expect(res.status).toBe(200);
+    expect(res.body.toString()).toBe('secure GET /providers');
+    expect(upstream.requests).toHaveLength(3);
+    expect(new Set(upstream.requests.map((seen) => seen.remotePort)).size).toBe(2);
+  });
+
   it('answers 502 and never reaches the upstream when the certificate is not trusted by default', async () => {
     const secure = await httpsUpstream(trusted as TestCertificates);
     shim = await startShim(secure.url, { upstream: { caFile: null } });

@@ -4,6 +4,7 @@ import https from 'node:https';
 import { type Duplex, Readable } from 'node:stream';
 import { createProxyServer, type ServerOptions } from 'http-proxy-3';
 import { OUTGOING_PASSES } from 'http-proxy-3/dist/lib/http-proxy/passes/web-outgoing.js';
+import { decodeAnswer } from './answer-coding.js';
 import type { Config } from './config.js';
 import { rewrittenEtag, weakEtag } from './etag.js';
 import { createSuccessorClient, type UpstreamRequest, type UpstreamResponse } from './successor-client.js';
@@ -29,9 +30,9 @@ export interface Forwarder {
   web(req: IncomingMessage, res: ServerResponse, body?: Buffer | Readable): void;
   /**
    * Streams a translated call whose answer is the successor's own (only the request line changed), as web()
-   * does, except a small 429: it is read whole and sent with the body `rename` gives instead (Nango's 429
-   * names the path that was called, rate-limit.json), with its length and ETag to match; a HEAD 429 gets the
-   * length and ETag of the renamed body it stands for.
+   * does, except a small 429: it is read whole, decoded, and sent with the body `rename` gives instead
+   * (Nango's 429 names the path that was called, rate-limit.json), with its length and ETag to match; a HEAD
+   * 429 gets the length and ETag of the renamed body it stands for.
    */
   stream(req: IncomingMessage, res: ServerResponse, rename: RateLimitRename): void;
   /** Passes a WebSocket upgrade through. */
@@ -45,7 +46,7 @@ export interface Forwarder {
 
 /** How a streamed translation renames the upstream's 429 for the legacy client. */
 export interface RateLimitRename {
-  /** The body a 429 is sent with instead of its own; undefined keeps the upstream's bytes. */
+  /** The body a 429 is sent with instead of its own, given it decoded; undefined keeps the upstream's. */
   body(body: Buffer): Buffer | undefined;
   /** On a HEAD: the body the upstream's 429 would have had, which its Content-Length and ETag describe. */
   headBody?: Buffer | undefined;
@@ -321,17 +322,77 @@ function mayRetry(req: IncomingMessage, res: ServerResponse): boolean {
 }
 
 /**
- * A 429 small enough to read whole: a declared length within the limit, no content coding (its JSON is
- * renamed as it is), and a body at all (HEAD has none to read: see describeRenamedHead).
+ * A 429 small enough to read whole: a declared length within the limit, or none (chunked, read until it
+ * proves longer), and a body at all (HEAD has none to read: see describeRenamedHead).
  */
 function isSmallRateLimitAnswer(proxyRes: IncomingMessage, method: string | undefined): boolean {
   if (proxyRes.statusCode !== 429 || method === 'HEAD') return false;
-  const length = Number(proxyRes.headers['content-length']);
-  return (
-    Number.isInteger(length) &&
-    length <= MAX_REWRITTEN_429_BYTES &&
-    proxyRes.headers['content-encoding'] === undefined
-  );
+  const declared = proxyRes.headers['content-length'];
+  return declared === undefined || Number(declared) <= MAX_REWRITTEN_429_BYTES;
+}
+
+/**
+ * The body a 429 read whole is sent with instead of its own, once any content coding is undone (a gateway in
+ * front of Nango may compress it; answer-coding.ts): undefined to send it as it came, as for a 429 that is not
+ * Nango's, or one that cannot be decoded.
+ */
+function renamedRateLimitBody(
+  proxyRes: IncomingMessage,
+  body: Buffer,
+  rename: RateLimitRename,
+): Buffer | undefined {
+  try {
+    const decoded = decodeAnswer({ status: 429, headers: proxyRes.headers, body }, MAX_REWRITTEN_429_BYTES);
+    return rename.body(decoded.body);
+  } catch {
+    // AnswerDecodeError: corrupt, or longer than any 429 the shim renames once decoded.
+    return undefined;
+  }
+}
+
+/**
+ * Reads a small 429 whole and sends it renamed, as a buffered translation sends its own: plain JSON with its
+ * length and ETag, neither the upstream's coding nor its trailer fields, which describe the bytes it sent.
+ * One that proves longer than MAX_REWRITTEN_429_BYTES is passed on as it comes.
+ */
+function sendRenamedRateLimitAnswer(
+  proxyRes: IncomingMessage,
+  res: ServerResponse,
+  rename: RateLimitRename,
+  copyHead: () => void,
+): void {
+  const chunks: Buffer[] = [];
+  let length = 0;
+  const onData = (chunk: Buffer) => {
+    chunks.push(chunk);
+    length += chunk.length;
+    if (length <= MAX_REWRITTEN_429_BYTES) return;
+    proxyRes.off('data', onData).off('end', onEnd);
+    if (res.headersSent) return;
+    copyHead();
+    for (const read of chunks) res.write(read);
+    proxyRes.pipe(res);
+  };
+  const onEnd = () => {
+    // The call failed while its 429 was read (bytes after it that are not HTTP, in the same packet) and the
+    // shim has answered 502: copying this head onto that sent answer would throw and kill the process.
+    if (res.headersSent) return;
+    const body = Buffer.concat(chunks);
+    const renamed = renamedRateLimitBody(proxyRes, body, rename);
+    copyHead();
+    if (renamed === undefined) {
+      res.end(body);
+      return;
+    }
+    res.removeHeader('content-encoding');
+    // RFC 9110 §6.6.2: nothing follows a body of known length (node:http throws on the announcement).
+    res.removeHeader('trailer');
+    res.setHeader('content-length', renamed.length);
+    const etag = rewrittenEtag(proxyRes.headers.etag, renamed);
+    if (etag !== undefined) res.setHeader('etag', etag);
+    res.end(renamed);
+  };
+  proxyRes.on('data', onData).on('end', onEnd);
 }
 
 /**
@@ -621,24 +682,7 @@ export function createForwarder(
       proxyRes.pipe(res);
       return;
     }
-    const chunks: Buffer[] = [];
-    proxyRes.on('data', (chunk: Buffer) => chunks.push(chunk));
-    proxyRes.on('end', () => {
-      // The call failed while its 429 was read (bytes after it that are not HTTP, in the same packet) and the
-      // shim has answered 502: copying this head onto that sent answer would throw and kill the process.
-      if (res.headersSent) return;
-      const body = Buffer.concat(chunks);
-      const rewritten = rename.body(body);
-      copyHead();
-      if (rewritten === undefined) {
-        res.end(body);
-        return;
-      }
-      res.setHeader('content-length', rewritten.length);
-      const etag = rewrittenEtag(proxyRes.headers.etag, rewritten);
-      if (etag !== undefined) res.setHeader('etag', etag);
-      res.end(rewritten);
-    });
+    sendRenamedRateLimitAnswer(proxyRes, res, rename, copyHead);
   });
   streamed.on('error', handleProxyError);
 

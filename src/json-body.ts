@@ -17,7 +17,7 @@ export type Decoder = (body: Buffer, options: { maxOutputLength: number }) => Bu
 
 /**
  * body-parser's request codings (read.js createDecompressionStream): the whole field, lower-cased, is one
- * name, so a list (`gzip, br`) or `x-gzip` is unknown, unlike in an answer (migrate.ts decodeAnswer). No zstd:
+ * name, so a list (`gzip, br`) or `x-gzip` is unknown, unlike in an answer (answer-coding.ts decodeAnswer). No zstd:
  * Node 20, on which Nango 0.71.4 was captured, has no zstd decoder for body-parser to use. A Map: no
  * prototype keys.
  */

@@ -1,12 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
-import { gunzipSync } from 'node:zlib';
 import { JSON_TYPE, sendBytes, sendLocalAnswer } from './answer.js';
+import { AnswerDecodeError, decodeAnswer } from './answer-coding.js';
 import type { RouteId } from './config.js';
 import { errorAnswer, type LocalAnswer, nangoTooManyRequestsBody } from './errors.js';
 import { rewrittenEtag } from './etag.js';
 import type { Forwarder } from './forward.js';
-import { type Decoder, REQUEST_DECODERS } from './json-body.js';
 import {
   type LegacyRequest,
   type Migration,
@@ -17,7 +16,7 @@ import { BodyError, readBody } from './read-body.js';
 import { splitTarget } from './request-target.js';
 import type { UpstreamResponse } from './successor-client.js';
 import { UpstreamError, type UpstreamFailure } from './upstream-failure.js';
-import { endToEndHeaders, fieldTokens, successorRequestHeaders } from './upstream-headers.js';
+import { endToEndHeaders, successorRequestHeaders } from './upstream-headers.js';
 import type { ValidationReport } from './usage.js';
 
 /** How a translated call ended, for usage records. */
@@ -62,52 +61,6 @@ export function upstreamFailureAnswer(failure: UpstreamFailure): LocalAnswer {
  */
 export function answerLimit(bodyLimitBytes: number): number {
   return Math.max(16 * 1024 * 1024, 4 * bodyLimitBytes);
-}
-
-/**
- * RFC 9110 §8.4.1: the codings a gateway in front of Nango may apply, body-parser's own and `x-gzip`, which
- * RFC 9110 §8.4.1.3 makes the same as gzip. A Map: no prototype keys.
- */
-const DECODERS: ReadonlyMap<string, Decoder> = new Map<string, Decoder>([
-  ...REQUEST_DECODERS,
-  ['x-gzip', gunzipSync],
-]);
-
-/** Why a successor's answer could not be read although it arrived whole. */
-export class AnswerDecodeError extends Error {
-  constructor(message: string, cause?: unknown) {
-    super(message, { cause });
-    this.name = 'AnswerDecodeError';
-  }
-}
-
-/**
- * The successor's answer with any content coding removed, so a migration reshapes plain JSON
- * (Nango never compresses, but a gateway in between may). Codings are undone in the reverse of the order
- * they are listed in (RFC 9110 §8.4); an answer in a coding the shim does not know is returned as it is.
- * Throws AnswerDecodeError for an answer that is corrupt or larger than `maxBytes`, before or after decoding.
- */
-export function decodeAnswer(response: UpstreamResponse, maxBytes: number): UpstreamResponse {
-  if (response.body.length > maxBytes) throw new AnswerDecodeError(`answer over ${maxBytes} bytes`);
-  if (response.headers['content-encoding'] === undefined) return response;
-  const codings = fieldTokens(response.headers['content-encoding']).filter((token) => token !== 'identity');
-  if (codings.length === 0) return response;
-  const decoders: Decoder[] = [];
-  for (const coding of codings) {
-    const decode = DECODERS.get(coding);
-    if (!decode) return response;
-    decoders.unshift(decode);
-  }
-  let body = response.body;
-  try {
-    for (const decode of decoders) body = decode(body, { maxOutputLength: maxBytes });
-  } catch (error) {
-    // Corrupt data, or ERR_BUFFER_TOO_LARGE: zlib stops as soon as the output passes the limit.
-    throw new AnswerDecodeError(`answer in ${codings.join(', ')} could not be decoded`, error);
-  }
-  const headers = { ...response.headers };
-  delete headers['content-encoding'];
-  return { status: response.status, headers, body };
 }
 
 export async function readLegacyBody(

@@ -1,3 +1,4 @@
+import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config.js';
 import { weakEtag } from '../src/etag.js';
@@ -10,7 +11,7 @@ import { type EchoUpstream, patchLegacyMetadata, startEchoUpstream } from './sup
 import { DEV_KEY, startFakeNango } from './support/fake-nango.js';
 import { HAS_REDIS_SERVER, startTestRedis, type TestRedis } from './support/redis-server.js';
 import { DEFAULTS, type RunningShim, startShim } from './support/shim.js';
-import { startUpstream, within } from './support/upstream.js';
+import { request, sha256, startUpstream, within } from './support/upstream.js';
 
 const KEY_A = '5ec7e7a1-aaaa-4aaa-8aaa-aaaaaaaaaaaa';
 const KEY_B = '5ec7e7a1-bbbb-4bbb-8bbb-bbbbbbbbbbbb';
@@ -245,6 +246,88 @@ describe("the successor's own 429 on a translated call", () => {
     expect(reply.status).toBe(429);
     expect(reply.headers.get('content-length')).toBe('17');
     expect(reply.headers.get('etag')).toBe('"gw-1"');
+  });
+
+  // Nango never chunks or compresses its 429, but a gateway in front of it may: the legacy client is told its
+  // own path all the same, in a plain body, as a body-style translation is (migrate.ts decodeAnswer).
+  const SUCCESSOR_429 = captured429('GET /connections/conn-1 while rate-limited -> 429');
+  const LEGACY_429 = SUCCESSOR_429.body.replace('"/connections/conn-1"', '"/connection/conn-1"');
+  it.each([
+    ['chunked', undefined, (body: string) => Buffer.from(body)],
+    ['gzip', 'gzip', gzipSync],
+    ['deflate', 'deflate', deflateSync],
+    ['br', 'br', brotliCompressSync],
+    ['gzip, chunked', 'gzip', gzipSync],
+  ])(
+    'names the legacy path in a %s 429 on a streamed migration, sent plain',
+    async (framing, coding, encode) => {
+      const encoded = encode(SUCCESSOR_429.body);
+      const gateway = await startUpstream((_req, res) => {
+        res.writeHead(429, {
+          'content-type': SUCCESSOR_429.headers['Content-Type'],
+          'retry-after': '55',
+          etag: weakEtag(encoded),
+          ...(coding === undefined ? {} : { 'content-encoding': coding }),
+          ...(framing.endsWith('chunked') ? {} : { 'content-length': encoded.length }),
+        });
+        // Two writes: node:http chunks an answer with no length.
+        res.write(encoded.subarray(0, 10));
+        res.end(encoded.subarray(10));
+      });
+      const shim = await startShim(gateway.url);
+      running.push(gateway, shim);
+
+      const reply = await request(shim.url, { path: '/connection/conn-1?provider_config_key=unauth' });
+
+      expect(gateway.requests[0]?.url).toBe('/connections/conn-1?provider_config_key=unauth');
+      expect(reply.status).toBe(429);
+      expect(reply.body.toString()).toBe(LEGACY_429);
+      expect(reply.headers['content-encoding']).toBeUndefined();
+      expect(reply.headers['transfer-encoding']).toBeUndefined();
+      expect(reply.headers['content-length']).toBe(String(Buffer.byteLength(LEGACY_429)));
+      expect(reply.headers.etag).toBe(weakEtag(Buffer.from(LEGACY_429)));
+      expect(reply.headers['retry-after']).toBe('55');
+    },
+  );
+
+  it('names the legacy path in a chunked 429 that announces trailer fields, sent plain without them', async () => {
+    const gateway = await startUpstream((_req, res) => {
+      res.writeHead(429, { 'content-type': SUCCESSOR_429.headers['Content-Type'], trailer: 'x-checksum' });
+      res.write(SUCCESSOR_429.body);
+      res.addTrailers({ 'x-checksum': sha256(Buffer.from(SUCCESSOR_429.body)) });
+      res.end();
+    });
+    const shim = await startShim(gateway.url);
+    running.push(gateway, shim);
+
+    // node:http throws on a Trailer field in an answer of known length: left in, it killed the process.
+    const reply = await request(shim.url, { path: '/connection/conn-1?provider_config_key=unauth' });
+
+    expect(reply.status).toBe(429);
+    expect(reply.body.toString()).toBe(LEGACY_429);
+    expect(reply.headers['content-length']).toBe(String(Buffer.byteLength(LEGACY_429)));
+    expect(reply.headers.trailer).toBeUndefined();
+    expect((await request(shim.url, { path: '/providers' })).status).toBe(429);
+  });
+
+  it('passes a chunked 429 longer than 16 KiB on as it comes, whole', async () => {
+    const long = Buffer.from(
+      JSON.stringify({
+        error: { code: 'too_many_request', path: '/connections/conn-1', pad: 'x'.repeat(40_000) },
+      }),
+    );
+    const gateway = await startUpstream((_req, res) => {
+      res.writeHead(429, { 'content-type': 'application/json' });
+      for (let at = 0; at < long.length; at += 1_000) res.write(long.subarray(at, at + 1_000));
+      res.end();
+    });
+    const shim = await startShim(gateway.url);
+    running.push(gateway, shim);
+
+    const reply = await request(shim.url, { path: '/connection/conn-1?provider_config_key=unauth' });
+
+    expect(reply.status).toBe(429);
+    expect(reply.body.equals(long)).toBe(true);
   });
 
   it('names the legacy path on the body-style route with the very ETag Nango sent (rate-limit.json)', async () => {

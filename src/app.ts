@@ -6,7 +6,7 @@ import { sendLocalAnswer, sendLocalAnswerOnSocket } from './answer.js';
 import { fingerprintOf } from './api-key.js';
 import type { ActiveConfig, RouteConfig, RouteId } from './config.js';
 import { chooseRoute, type RouteDecision } from './cutover.js';
-import { deprecationHeaders } from './deprecation-headers.js';
+import { DEPRECATION_HEADER_NAMES, deprecationHeaders } from './deprecation-headers.js';
 import { errorAnswer, type LocalAnswer } from './errors.js';
 import { createForwarder, type Forwarder } from './forward.js';
 import {
@@ -111,12 +111,11 @@ function toOriginForm(req: IncomingMessage): boolean {
 
 /**
  * The headers the shim sets on an answer before it forwards the call: the deprecation headers of a deprecated
- * route (applyDeprecationHeaders) and the rate limiter's draft-8 RateLimit and RateLimit-Policy.
+ * route (applyDeprecationHeaders) and the rate limiter's draft-8 RateLimit and RateLimit-Policy (named here:
+ * the limiter is handed in, and the app never loads express-rate-limit itself).
  */
 const SET_BEFORE_FORWARDING: ReadonlySet<string> = new Set([
-  'deprecation',
-  'sunset',
-  'link',
+  ...DEPRECATION_HEADER_NAMES,
   'ratelimit',
   'ratelimit-policy',
 ]);
@@ -141,9 +140,7 @@ function forgetUpstreamHead(res: ServerResponse): void {
 
 function applyDeprecationHeaders(res: ServerResponse, route: RouteConfig): void {
   const headers = deprecationHeaders(route);
-  res.setHeader('deprecation', headers.deprecation);
-  res.setHeader('sunset', headers.sunset);
-  res.setHeader('link', headers.link);
+  for (const name of DEPRECATION_HEADER_NAMES) res.setHeader(name, headers[name]);
 }
 
 /**

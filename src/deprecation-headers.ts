@@ -1,10 +1,9 @@
 import type { RouteConfig } from './config.js';
 
-export interface DeprecationHeaders {
-  deprecation: string;
-  sunset: string;
-  link: string;
-}
+/** The headers every answer of a deprecated route carries, named as node:http keeps them (lower case). */
+export const DEPRECATION_HEADER_NAMES = ['deprecation', 'sunset', 'link'] as const;
+
+export type DeprecationHeaders = Record<(typeof DEPRECATION_HEADER_NAMES)[number], string>;
 
 const cache = new WeakMap<RouteConfig, DeprecationHeaders>();
 

@@ -1,7 +1,9 @@
 import http from 'node:http';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { deprecationHeaders } from '../src/deprecation-headers.js';
 import { createMetrics, type Metrics } from '../src/metrics.js';
+import { createRateLimiter, type RateLimiter } from '../src/rate-limit.js';
 import { closedAfterEach, closeWithSockets } from './support/cleanup.js';
 import { exchangeRaw, jsonBodyOf } from './support/raw-http.js';
 import { type RunningShim, startShim } from './support/shim.js';
@@ -380,6 +382,41 @@ describe('an upstream that fails after the head of its answer, before any of its
       await expectNextRequestHealthy(shim.url);
     },
   );
+
+  it("keeps the headers the shim set before forwarding, every deprecation header and the rate limit's", async () => {
+    const upstreamUrl = await rawFirstThenHealthy(
+      'HTTP/1.1 200 Fine\r\nContent-Type: text/csv\r\nContent-Length: 100\r\n\r\n',
+      'close',
+    );
+    const limit = { routes: { 'connection-get': { rateLimit: { windowMs: 60_000, limit: 5 } } } };
+    let limiter: RateLimiter | undefined;
+    shim = track(
+      await startShim(
+        upstreamUrl,
+        { upstream: { timeoutMs: TIMEOUT_MS }, ...limit },
+        [],
+        ({ configs, logger }) => {
+          limiter = createRateLimiter({ configs, logger });
+          return { limiter };
+        },
+      ),
+    );
+    track({ close: async () => limiter?.close() });
+    const route = shim.configs.current.config.routes['connection-get'];
+
+    const headers = { ...LEGACY_GET.headers, connection: 'close' };
+    const reply = await exchangeRaw(shim.url, rawGet({ path: LEGACY_GET.path, headers }), {
+      timeoutMs: 3_000,
+    });
+
+    expect(reply.status).toBe(502);
+    const head = reply.text.slice(0, reply.text.indexOf('\r\n\r\n') + 2).toLowerCase();
+    // Every header deprecation-headers.ts gives a deprecated route, whatever it is one day: RFC 9745, RFC 8594.
+    for (const [name, value] of Object.entries(deprecationHeaders(route)))
+      expect(head).toContain(`\r\n${name}: ${value.toLowerCase()}\r\n`);
+    expect(head).toMatch(/\r\nratelimit: "connection-get"; r=4; t=\d+\r\n/);
+    expect(head).toMatch(/\r\nratelimit-policy: "connection-get"; q=5; w=60; pk=:[^\r]+:\r\n/);
+  });
 });
 
 describe('an upstream answer node:http cannot pass on', () => {

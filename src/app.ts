@@ -66,6 +66,8 @@ export interface AppOptions {
   usage: UsageSink[];
   observer?: TrafficObserver;
   limiter?: RequestLimiter;
+  /** The certificates of `upstream.caFile`, as loadConfig read and checked them (readUpstreamCa). */
+  upstreamCa?: string | undefined;
 }
 
 export interface App {
@@ -160,7 +162,15 @@ function goneAnswer(migration: Migration, method: string) {
  * parser, no per-request allocation of ours); a deprecated call is decided by its route's stage, carries the
  * deprecation headers whatever its answer, and is recorded.
  */
-export function createApp({ configs, logger, openapi, usage, observer, limiter }: AppOptions): App {
+export function createApp({
+  configs,
+  logger,
+  openapi,
+  usage,
+  observer,
+  limiter,
+  upstreamCa,
+}: AppOptions): App {
   const migrations = createMigrations({ operations: compileOperations(openapi) });
   // Answers the upstream cut after their head was sent, for the usage line to count them 'failed' rather
   // than 'client-closed'. Touched only when an answer is cut: a property on the response instead would give
@@ -201,6 +211,7 @@ export function createApp({ configs, logger, openapi, usage, observer, limiter }
     configs.current.config,
     onPassThroughError,
     onPassThroughRetry,
+    upstreamCa,
   );
 
   const observePassThrough = observer?.passThrough;

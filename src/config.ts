@@ -776,18 +776,19 @@ function whereJsonStops(text: string): string {
   return ` (${what} at line ${line}, column ${column})`;
 }
 
+/** A configuration as loadConfig read it: with the certificates of `upstream.caFile`, read where checked. */
+export interface LoadedConfig extends ActiveConfig {
+  /** The PEM text of `upstream.caFile` (readUpstreamCa); undefined for the default trust store. */
+  upstreamCa: string | undefined;
+}
+
 /** The I/O half: reads config/default.json and the file named by SHIM_CONFIG, then parses. */
-export function loadConfig(env: Record<string, string | undefined> = process.env): ActiveConfig {
+export function loadConfig(env: Record<string, string | undefined> = process.env): LoadedConfig {
   const layers = [readJsonFile(DEFAULT_CONFIG_FILE, 'config/default.json')];
   const file = env.SHIM_CONFIG;
   if (file) layers.push(readJsonFile(file, `SHIM_CONFIG (${file})`));
   const active = parseConfig(layers, env);
-  const caProblem = caFileProblem(
-    active.config.upstream.caFile,
-    fieldName('upstream.caFile', envNamesOf(env)),
-  );
-  if (caProblem !== undefined) throw new ConfigError([caProblem]);
-  return active;
+  return { ...active, upstreamCa: readUpstreamCa(active.config, env) };
 }
 
 // OpenSSL's `TRUSTED CERTIFICATE` blocks too, which Node's TLS reads as CA certificates.
@@ -795,31 +796,42 @@ const PEM_CERTIFICATE =
   /-----BEGIN (?:TRUSTED )?CERTIFICATE-----[^-]+-----END (?:TRUSTED )?CERTIFICATE-----/g;
 
 /**
- * What is wrong with `upstream.caFile`, if anything: the file must be readable and hold at least one PEM
+ * The certificates `upstream.caFile` names, once checked: the file must be readable and hold at least one PEM
  * certificate, every one of which parses. Node's TLS takes a file of anything else without a word, and every
  * call to the upstream then failed its handshake as `upstream_unreachable`; a missing file stopped start-up as
- * a bare ENOENT that named no key. Checked here, where the configuration is read, so start-up and a reload
- * (which would otherwise leave a restart to find it) both refuse it by name.
+ * a bare ENOENT that named no key. Checked where the configuration is read, so start-up and a reload (which
+ * would otherwise leave a restart to find it) both refuse it by name (ConfigError). The text checked is the
+ * text the upstream's pools trust: read once, it cannot change or vanish in between. Undefined for the
+ * default trust store.
  */
-function caFileProblem(caFile: string | null, key: string): string | undefined {
-  // An empty path names no file: the default trust store, as forward.ts reads it (and as an empty variable).
+export function readUpstreamCa(
+  config: Readonly<Config>,
+  env: Record<string, string | undefined> = {},
+): string | undefined {
+  const caFile = config.upstream.caFile;
+  // An empty path names no file: the default trust store (as an empty variable does).
   if (caFile === null || caFile === '') return undefined;
+  const key = fieldName('upstream.caFile', envNamesOf(env));
   let text: string;
   try {
     text = readFileSync(caFile, 'utf8');
   } catch (error) {
-    return `${key}: ${caFile} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`;
+    throw new ConfigError([
+      `${key}: ${caFile} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+    ]);
   }
   const certificates = text.match(PEM_CERTIFICATE) ?? [];
-  if (certificates.length === 0) return `${key}: ${caFile} holds no PEM certificate`;
+  if (certificates.length === 0) throw new ConfigError([`${key}: ${caFile} holds no PEM certificate`]);
   for (const [index, certificate] of certificates.entries()) {
     try {
       new X509Certificate(certificate);
     } catch {
-      return `${key}: ${caFile}: certificate ${index + 1} of ${certificates.length} cannot be read`;
+      throw new ConfigError([
+        `${key}: ${caFile}: certificate ${index + 1} of ${certificates.length} cannot be read`,
+      ]);
     }
   }
-  return undefined;
+  return text;
 }
 
 /**

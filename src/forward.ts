@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import { type Duplex, Readable } from 'node:stream';
@@ -570,14 +569,20 @@ function setClientConnection(req: IncomingMessage, res: ServerResponse, proxyRes
  */
 function dropLateWrites(): void {}
 
+/**
+ * `ca` is the PEM text of `upstream.caFile`, as loadConfig read and checked it (readUpstreamCa): the file is
+ * not read again, so the certificates trusted are the ones checked.
+ */
 export function createForwarder(
   config: Config,
   onPassThroughError: PassThroughErrorHandler,
   onPassThroughRetry: PassThroughRetryHandler,
+  ca?: string,
 ): Forwarder {
+  if (config.upstream.caFile && ca === undefined)
+    throw new Error('upstream.caFile is set, but its certificates were not passed on (readUpstreamCa)');
   const target = new URL(config.upstream.url);
   const secure = target.protocol === 'https:';
-  const ca = config.upstream.caFile ? readFileSync(config.upstream.caFile, 'utf8') : undefined;
   const agentOptions = {
     keepAlive: true,
     maxSockets: config.upstream.maxSockets,

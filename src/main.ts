@@ -89,6 +89,7 @@ async function start(): Promise<void> {
     usage: [createUsageLog(logger), metrics.usage, ledger],
     observer: metrics.observer,
     limiter,
+    upstreamCa: active.upstreamCa,
   });
   const shim = createShimServer(app, config, logger);
   const admin = http.createServer(

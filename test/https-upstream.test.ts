@@ -1,8 +1,15 @@
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createApp } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { createLogger } from '../src/logger.js';
+import { createShimServer } from '../src/server.js';
 import { createTestCertificates, hasOpenssl, type TestCertificates } from './support/certificates.js';
 import { type ChildShim, startChildShim } from './support/child-shim.js';
-import { type RunningShim, startShim } from './support/shim.js';
+import { OPENAPI, type RunningShim, startShim } from './support/shim.js';
 import {
   listen,
   type RecordingUpstream,
@@ -190,6 +197,38 @@ describe.skipIf(!OPENSSL)(TITLE, () => {
       error: { code: 'upstream_unreachable', message: expect.any(String) },
     });
     expect(secure.requests).toHaveLength(0);
+  });
+
+  it('trusts the certificates loadConfig checked, read once: a file gone before the pools are built changes nothing', async () => {
+    const certificates = trusted as TestCertificates;
+    const secure = await httpsUpstream(certificates);
+    const dir = mkdtempSync(join(tmpdir(), 'nango-shim-ca-'));
+    const caFile = join(dir, 'ca.crt');
+    copyFileSync(certificates.caFile, caFile);
+    const active = loadConfig({ SHIM_UPSTREAM_URL: secure.url, SHIM_UPSTREAM_CA_FILE: caFile });
+    // A ConfigMap swap or a certificate rotation between the check and the start of the upstream's pools: read
+    // a second time there, the file's absence stopped start-up with a bare ENOENT after the check had passed.
+    rmSync(dir, { recursive: true });
+    const logger = createLogger('silent');
+    const app = createApp({
+      configs: { current: active },
+      logger,
+      openapi: OPENAPI,
+      usage: [],
+      upstreamCa: active.upstreamCa,
+    });
+    const server = createShimServer(app, active.config, logger).server;
+    const port = await listen(server);
+    try {
+      const res = await request(`http://127.0.0.1:${port}`, { path: '/providers' });
+
+      expect(res.status).toBe(200);
+      expect(secure.requests).toHaveLength(1);
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      app.close();
+    }
   });
 
   it('takes the CA from SHIM_UPSTREAM_CA_FILE in the real entry point', async () => {

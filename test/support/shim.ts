@@ -9,7 +9,7 @@ import {
   type RequestLimiter,
   type TrafficObserver,
 } from '../../src/app.js';
-import { parseConfig } from '../../src/config.js';
+import { parseConfig, readUpstreamCa } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { readOpenApiDocument } from '../../src/openapi.js';
 import { createShimServer, type ShimServer } from '../../src/server.js';
@@ -69,6 +69,8 @@ export async function startShim(
     usage: [createUsageLog(logger), ...extraSinks, ...(hooks.usage ?? [])],
     observer: hooks.observer,
     limiter: hooks.limiter,
+    // What loadConfig does with upstream.caFile: its certificates, checked.
+    upstreamCa: readUpstreamCa(configs.current.config),
   });
   const shim = createShimServer(app, configs.current.config, logger);
   await new Promise<void>((resolve) => shim.server.listen(0, '127.0.0.1', resolve));

@@ -128,10 +128,27 @@ function passOnTheSwitch(answer: IncomingMessage): void {
  * An upstream's answer other than 101 to a handshake: http-proxy-3 writes it to the client's socket and then
  * closes that socket, but with the upstream's own connection fields, `Connection: keep-alive` and
  * `Keep-Alive: timeout=61` included: a client that believed them would send its next request on a closed
- * connection. It says close, and carries no other field of the upstream's hop (setAnswerConnection).
+ * connection. It says close, and carries no other field of the upstream's hop (setAnswerConnection). It writes
+ * the status line itself, reason phrase as it came: one node:http could not write is replaced, as on any
+ * other answer (dropUnwritableReason); and it frames a body of unknown length itself (keepBodilessUnframed).
  */
 function refusedSwitch(answer: IncomingMessage): void {
   setAnswerConnection(answer.headers, false);
+  dropUnwritableReason(answer);
+  keepBodilessUnframed(answer);
+}
+
+/**
+ * RFC 9110 §15.3.5, §15.4.5: a 204 or a 304 ends with its header section. http-proxy-3 chunks a refusal that
+ * has no Content-Length, and on these statuses the client then read a `Transfer-Encoding` RFC 9112 §6.1 forbids
+ * and, after the head, a last chunk it took for the start of a next answer (node:http's client: a parse error
+ * once the answer was out). A null length is neither written (http-proxy-3 skips null values, as undefined
+ * ones) nor taken for a missing one (it tests `=== undefined`): the head goes out as it came, with no body.
+ */
+function keepBodilessUnframed(answer: IncomingMessage): void {
+  const status = answer.statusCode;
+  if ((status === 204 || status === 304) && answer.headers['content-length'] === undefined)
+    (answer.headers as Record<string, unknown>)['content-length'] = null;
 }
 
 /**
@@ -440,14 +457,15 @@ function reportCutAnswer(this: IncomingMessage, error: Error): void {
 const UNWRITABLE_TEXT = /[^\t\x20-\x7e\x80-\xff]/;
 
 /**
- * Drops a reason phrase node:http cannot write: llhttp passes control characters in it (`200 O\x7fK`), and
- * ServerResponse throws on them from inside the piped answer's stream, which kills the process. RFC 9112 §4: a
- * client should ignore the reason phrase, and the shim's own answers never carry the upstream's; node:http
- * then writes the status's standard one.
+ * Replaces a reason phrase node:http cannot write by the status's standard one: llhttp passes control
+ * characters in it (`200 O\x7fK`), and ServerResponse throws on them from inside the piped answer's stream,
+ * which kills the process. RFC 9112 §4: a client should ignore the reason phrase, and the shim's own answers
+ * never carry the upstream's. Set on the answer itself: http-proxy-3 writes a refused handshake's status line
+ * from it (refusedSwitch). A status with no standard phrase gets none (node:http then writes `unknown`).
  */
 function dropUnwritableReason(proxyRes: IncomingMessage): void {
   if (proxyRes.statusMessage !== undefined && UNWRITABLE_TEXT.test(proxyRes.statusMessage)) {
-    proxyRes.statusMessage = '';
+    proxyRes.statusMessage = http.STATUS_CODES[proxyRes.statusCode ?? 0] ?? '';
   }
 }
 

@@ -817,6 +817,47 @@ describe('WebSocket upgrades', () => {
     expect(reply.text.endsWith('\r\n\r\nrefused')).toBe(true);
   });
 
+  it('passes on a refusal whose reason phrase has a control character with the standard one', async () => {
+    const { shim } = await through(
+      (_req, res) => res.end('not a websocket'),
+      (_req, socket) =>
+        socket.end(
+          'HTTP/1.1 426 Upgrade\x7fRequired\r\nContent-Length: 7\r\nConnection: close\r\n\r\nrefused',
+        ),
+    );
+
+    // node:http writes no control character in a reason phrase (and the non-upgrade path drops such a phrase):
+    // http-proxy-3 wrote the upstream's to the client's socket byte for byte.
+    const reply = await exchangeRaw(shim.url, WEBSOCKET_HANDSHAKE, { timeoutMs: 2_000 });
+
+    expect(reply.text).toMatch(/^HTTP\/1\.1 426 Upgrade Required\r\n/);
+    expect(reply.text.endsWith('\r\n\r\nrefused')).toBe(true);
+    expect(reply.closed).toBe(true);
+  });
+
+  it.each([
+    ['204 No Content', 'HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n'],
+    ['304 Not Modified', 'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nConnection: close\r\n\r\n'],
+  ])(
+    'passes on a %s refusal with no body and no chunked framing (RFC 9110 §15.3.5, §15.4.5)',
+    async (status, answer) => {
+      const { shim } = await through(
+        (_req, res) => res.end('not a websocket'),
+        (_req, socket) => socket.end(answer),
+      );
+
+      const reply = await exchangeRaw(shim.url, WEBSOCKET_HANDSHAKE, { timeoutMs: 2_000 });
+
+      expect(reply.text.startsWith(`HTTP/1.1 ${status}\r\n`)).toBe(true);
+      // RFC 9112 §6.1: no Transfer-Encoding on a 204; and the status has no body, so nothing follows the head
+      // (a chunked `0` after it is read as the start of a next answer).
+      expect(reply.text.toLowerCase()).not.toContain('transfer-encoding');
+      expect(reply.text.endsWith('\r\n\r\n')).toBe(true);
+      expect(answerCount(reply.text)).toBe(1);
+      expect(reply.closed).toBe(true);
+    },
+  );
+
   // Nango's `ws` WebSocketServer takes every upgrade and refuses what is not a WebSocket handshake with an
   // HTTP error (405 for a method other than GET, then 400 for another Upgrade), never running the route.
   // http-proxy-3 alone would close the connection without a byte.

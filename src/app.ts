@@ -76,6 +76,8 @@ export interface App {
   /** The public listener's `upgrade` handler: WebSockets pass through. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   readonly migrations: readonly Migration[];
+  /** An answer the shim cuts itself (a shutdown past its grace period): its call counts as 'failed'. */
+  markCut(res: ServerResponse): void;
   close(): void;
 }
 
@@ -172,10 +174,10 @@ export function createApp({
   upstreamCa,
 }: AppOptions): App {
   const migrations = createMigrations({ operations: compileOperations(openapi) });
-  // Answers the upstream cut after their head was sent, for the usage line to count them 'failed' rather
-  // than 'client-closed'. Touched only when an answer is cut: a property on the response instead would give
-  // node:http's responses a second hidden class (see passThrough).
-  const cutByUpstream = new WeakSet<ServerResponse>();
+  // Answers the upstream cut after their head was sent, or a shutdown cut past its grace period, for the
+  // usage line to count them 'failed' rather than 'client-closed'. Touched only when an answer is cut: a
+  // property on the response instead would give node:http's responses a second hidden class (see passThrough).
+  const cutAnswers = new WeakSet<ServerResponse>();
 
   function onPassThroughError(
     failure: UpstreamFailure,
@@ -189,7 +191,7 @@ export function createApp({
     );
     if ('writeHead' in res) {
       // Mid-answer, sendLocalAnswer destroys the client's connection: a framed answer cannot end early.
-      if (res.headersSent) cutByUpstream.add(res);
+      if (res.headersSent) cutAnswers.add(res);
       else forgetUpstreamHead(res);
       sendLocalAnswer(res, upstreamFailureAnswer(failure));
     } else sendLocalAnswerOnSocket(res, upstreamFailureAnswer(failure));
@@ -254,7 +256,7 @@ export function createApp({
         status: answered ? res.statusCode : 0,
         durationMs: Math.round((performance.now() - started) * 1000) / 1000,
         stage: route.stage,
-        action: answered ? outcome.action : cutByUpstream.has(res) ? 'failed' : 'client-closed',
+        action: answered ? outcome.action : cutAnswers.has(res) ? 'failed' : 'client-closed',
         at: Date.now(),
       };
       if (outcome.validation && answered) {
@@ -393,6 +395,9 @@ export function createApp({
         return;
       }
       forwarder.ws(req, socket, head);
+    },
+    markCut(res) {
+      cutAnswers.add(res);
     },
     close() {
       forwarder.close();

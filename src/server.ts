@@ -16,6 +16,13 @@ export interface ShimServer {
   inFlight(): number;
 }
 
+/**
+ * How long a shutdown past its grace period waits, once it has cut the answers still under way, for their
+ * 'close' events: each records its call (usage line, metrics, ledger), which must happen before the ledger's
+ * last write. They come within a turn or two of the event loop; the bound only keeps a shutdown from hanging.
+ */
+const CUT_SETTLE_MS = 1_000;
+
 /** What a client that did not speak valid HTTP gets, in Nango's error shape, before its connection closes. */
 function clientErrorAnswer(code: string | undefined) {
   if (code === 'HPE_HEADER_OVERFLOW') {
@@ -111,6 +118,25 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
     }
   });
 
+  /**
+   * Cuts every answer still under way and waits (at most CUT_SETTLE_MS) until each has closed. Resolved at once,
+   * the shutdown wrote the ledger before their records came: logged as `ledger updates lost at shutdown`, or
+   * lost without a line when the process exited first, though the calls had reached the upstream.
+   */
+  function cutRemaining(): Promise<void> {
+    for (const res of active.toArray()) app.markCut(res);
+    server.closeAllConnections();
+    if (active.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const settle = setTimeout(resolve, CUT_SETTLE_MS);
+      settle.unref();
+      onIdle = () => {
+        clearTimeout(settle);
+        resolve();
+      };
+    });
+  }
+
   return {
     server,
     get draining() {
@@ -129,8 +155,8 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
           if (settled) return;
           settled = true;
           clearTimeout(deadline);
-          if (!clean) server.closeAllConnections();
-          resolve(clean);
+          if (clean) resolve(true);
+          else void cutRemaining().then(() => resolve(false));
         };
         const deadline = setTimeout(() => {
           logger.warn({ inFlight: active.size }, 'grace period over, cutting remaining requests');

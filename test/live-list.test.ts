@@ -108,6 +108,7 @@ describe('the server, after a full GC under load', () => {
         socket.destroy();
       },
       migrations: [],
+      markCut() {},
       close() {},
     };
     const { config } = parseConfig([DEFAULTS], { SHIM_UPSTREAM_URL: 'http://127.0.0.1:9' });

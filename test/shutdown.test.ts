@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -195,6 +195,49 @@ describe('graceful shutdown', () => {
       }),
     );
     expect(shim.lines).toContainEqual(expect.objectContaining({ clean: false }));
+  });
+
+  it('records a deprecated call the grace period cut, in its usage line and in the ledger it writes last', async () => {
+    upstream = await startUpstream((req, res) => {
+      req.resume();
+      const timer = setTimeout(() => res.end('{}'), 3_000);
+      res.once('close', () => clearTimeout(timer));
+    });
+    const slow = upstream;
+    const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-data-'));
+    const configFile = writeConfigFile({ server: { shutdownGraceMs: 100 } });
+    child = await startChildShim({
+      SHIM_UPSTREAM_URL: slow.url,
+      SHIM_CONFIG: configFile,
+      SHIM_DATA_DIR: dataDir,
+    });
+    const shim = child;
+
+    const inFlight = request(shim.url, {
+      path: '/connection/conn-1?provider_config_key=github',
+      headers: { authorization: SECRET },
+    });
+    inFlight.catch(() => {});
+    await slow.waitForRequests(1);
+    shim.child.kill('SIGTERM');
+
+    expect(await within(5_000, 'exit', shim.exited)).toBe(1);
+    // The call reached the upstream (a write there may have been applied): the key that made it still calls.
+    expect(shim.lines).toContainEqual(
+      expect.objectContaining({
+        msg: 'deprecated endpoint called',
+        route: 'connection-get',
+        status: 0,
+        action: 'failed',
+      }),
+    );
+    const ledger = JSON.parse(readFileSync(join(dataDir, 'deprecation-ledger.json'), 'utf8')) as {
+      entries: Array<{ route: string; calls: Record<string, number> }>;
+    };
+    expect(ledger.entries).toEqual([
+      expect.objectContaining({ route: 'connection-get', calls: { '0xx': 1 } }),
+    ]);
+    rmSync(dataDir, { recursive: true, force: true });
   });
 });
 

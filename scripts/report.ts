@@ -3,6 +3,9 @@
  * as JSON for scripts. It reads the ledger where the shim keeps it under the same configuration (SHIM_CONFIG,
  * SHIM_DATA_DIR, SHIM_REDIS_URL): the file in the data folder, or Redis.
  */
+
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { type Config, ConfigError, loadConfig } from '../src/config.js';
 import {
   type ConsumerUsage,
@@ -12,7 +15,7 @@ import {
   type RouteUsage,
   summarizeLedger,
 } from '../src/ledger.js';
-import { readLedgerFile } from '../src/ledger-file-store.js';
+import { LEDGER_FILE, readLedgerFile } from '../src/ledger-file-store.js';
 import { createRedisLedgerStore } from '../src/ledger-redis-store.js';
 import { createLogger } from '../src/logger.js';
 import { createRedisConnection } from '../src/redis.js';
@@ -21,8 +24,26 @@ import { ANONYMOUS, UNAUTHENTICATED } from '../src/usage.js';
 const REDIS_CONNECT_TIMEOUT_MS = 5_000;
 const CLIENT_WIDTH = 48;
 
+/**
+ * A data folder with no ledger file reads as nothing recorded, which is also what a report run from the wrong
+ * folder or without the shim's SHIM_CONFIG/SHIM_DATA_DIR sees (a relative `dataDir` is resolved from the
+ * folder each process starts in): said on stderr, with the path looked at, so the table is not taken for the
+ * shim's. Never a verdict of its own: no route is safe to sunset before it has been recorded.
+ */
+function noteMissingLedgerFile(dataDir: string): void {
+  const file = resolve(dataDir, LEDGER_FILE);
+  if (existsSync(file)) return;
+  process.stderr.write(
+    `no ledger file at ${file}: nothing recorded there yet. Run the report with the shim's SHIM_CONFIG and ` +
+      `SHIM_DATA_DIR, from the folder the shim was started in if its dataDir is relative.\n`,
+  );
+}
+
 async function readLedger(config: Config): Promise<LedgerSnapshot> {
-  if (config.redisUrl === null) return readLedgerFile(config.dataDir);
+  if (config.redisUrl === null) {
+    noteMissingLedgerFile(config.dataDir);
+    return readLedgerFile(config.dataDir);
+  }
   const logger = createLogger('error', process.stderr);
   const redis = createRedisConnection({ url: config.redisUrl, logger, reconnect: false });
   try {

@@ -73,8 +73,9 @@ describe('npm run report', () => {
   it('prints the ledger file as a table, with configured names', async () => {
     const dataDir = dataDirWith(ledgerFile());
     const config = writeConfigFile({ consumers: { '0123456789abcdef': 'crm' } });
-    const { code, stdout } = await runReport({ SHIM_DATA_DIR: dataDir, SHIM_CONFIG: config });
+    const { code, stdout, stderr } = await runReport({ SHIM_DATA_DIR: dataDir, SHIM_CONFIG: config });
     expect(code).toBe(0);
+    expect(stderr).toBe('');
     const lines = stdout.split('\n');
     expect(lines[0]).toMatch(/^ROUTE\s+CONSUMER\s+CALLS\s+LAST SEEN\s+CLIENT$/);
     expect(stdout).toMatch(/connection-metadata\s+crm \(0123456789abcdef\)\s+42\s+\S+Z\s+crm-sync\/4\.2/);
@@ -143,9 +144,15 @@ describe('npm run report', () => {
   });
 
   it('says so when nothing was recorded, and fails on a file that is not a ledger', async () => {
-    const empty = await runReport({ SHIM_DATA_DIR: mkdtempSync(join(tmpdir(), 'nango-shim-report-')) });
+    const emptyDir = mkdtempSync(join(tmpdir(), 'nango-shim-report-'));
+    const empty = await runReport({ SHIM_DATA_DIR: emptyDir });
     expect(empty.code).toBe(0);
     expect(empty.stdout).toContain('(no deprecated calls recorded)');
+    // A folder without a ledger is named, in case it is not the shim's: a relative dataDir, another SHIM_CONFIG.
+    expect(empty.stderr).toBe(
+      `no ledger file at ${join(emptyDir, LEDGER_FILE)}: nothing recorded there yet. Run the report with the ` +
+        "shim's SHIM_CONFIG and SHIM_DATA_DIR, from the folder the shim was started in if its dataDir is relative.\n",
+    );
     const broken = await runReport({ SHIM_DATA_DIR: dataDirWith('{"format":1') });
     expect(broken.code).toBe(1);
     expect(broken.stderr).toMatch(/^cannot read the ledger file in /);

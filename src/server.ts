@@ -64,6 +64,43 @@ function refuseClient(socket: Socket, refusal: LocalAnswer): void {
   }
 }
 
+/** Answers waiting behind another on their pipelined connection, in order (closeQueuedAnswers). */
+const queuedAnswers = new WeakMap<Socket, ServerResponse[]>();
+
+/**
+ * Closes the answers still queued behind another on a pipelined connection (RFC 9112 §9.3.2) when it closes,
+ * as node:http closes the answer being written on it. Node 20 aborts a queued answer's request but never
+ * closes the answer itself (fixed later: nodejs/node#62534), and everything that ends a call waits for its
+ * 'close': the call, which went upstream as soon as it arrived, was never recorded (no usage line, no ledger
+ * count), its upstream request ran on for nobody (http-proxy-3 aborts on 'close'), and it stayed in flight
+ * for ever, so a shutdown past its grace period waited all of CUT_SETTLE_MS for it, in vain.
+ */
+function closeQueuedAnswers(this: Socket): void {
+  for (const res of queuedAnswers.get(this) ?? []) {
+    if (res.socket !== null || res.closed) continue;
+    // What node:http does to an answer whose connection closes (emitCloseNT): destroyed, closed, 'close'.
+    res.destroy();
+    (res as ServerResponse & { _closed: boolean })._closed = true;
+    res.emit('close');
+  }
+}
+
+/**
+ * Keeps an answer that waits for its connection, to close it with that connection (closeQueuedAnswers). One
+ * listener per pipelined connection, and only the answers still waiting are kept: answers go out in order, so
+ * those at the front that have had their connection since, or have closed, are dropped as this one joins.
+ */
+function queueAnswer(res: ServerResponse, connection: Socket): void {
+  let queued = queuedAnswers.get(connection);
+  if (queued === undefined) {
+    queued = [];
+    queuedAnswers.set(connection, queued);
+    connection.once('close', closeQueuedAnswers);
+  }
+  while (queued[0] !== undefined && (queued[0].socket !== null || queued[0].closed)) queued.shift();
+  queued.push(res);
+}
+
 /** The public listener: node:http with the timeouts a gateway needs, the app's handlers, and draining. */
 export function createShimServer(app: App, config: Config, logger: Logger): ShimServer {
   let draining = false;
@@ -94,6 +131,8 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
       active.add(res);
       // `on`: a response closes once, and `once` would allocate a wrapper per request.
       res.on('close', onResponseClose);
+      // node:http gives an answer its connection before this runs, unless an answer before it still has it.
+      if (res.socket === null) queueAnswer(res, req.socket);
       // While draining, every answer closes its connection so keep-alive clients move on.
       if (draining) res.shouldKeepAlive = false;
       app.handleRequest(req, res);

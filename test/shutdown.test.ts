@@ -104,6 +104,26 @@ function expectOnlyJsonLines(shim: ChildShim) {
   }
 }
 
+/** The entry point with a 100 ms grace period and a data folder of its own, in front of `upstreamUrl`. */
+async function startShimWithShortGrace(upstreamUrl: string) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-data-'));
+  const configFile = writeConfigFile({ server: { shutdownGraceMs: 100 } });
+  child = await startChildShim({
+    SHIM_UPSTREAM_URL: upstreamUrl,
+    SHIM_CONFIG: configFile,
+    SHIM_DATA_DIR: dataDir,
+  });
+  return { shim: child, dataDir };
+}
+
+/** The ledger file the shim wrote in `dataDir`, its entries' routes and calls. */
+function ledgerEntries(dataDir: string) {
+  const ledger = JSON.parse(readFileSync(join(dataDir, 'deprecation-ledger.json'), 'utf8')) as {
+    entries: Array<{ route: string; calls: Record<string, number> }>;
+  };
+  return ledger.entries;
+}
+
 describe('graceful shutdown', () => {
   it('lets an in-flight request finish on SIGTERM, refuses new connections, and exits 0', async () => {
     const slow = await startSlowUpstream();
@@ -204,14 +224,7 @@ describe('graceful shutdown', () => {
       res.once('close', () => clearTimeout(timer));
     });
     const slow = upstream;
-    const dataDir = mkdtempSync(join(tmpdir(), 'nango-shim-data-'));
-    const configFile = writeConfigFile({ server: { shutdownGraceMs: 100 } });
-    child = await startChildShim({
-      SHIM_UPSTREAM_URL: slow.url,
-      SHIM_CONFIG: configFile,
-      SHIM_DATA_DIR: dataDir,
-    });
-    const shim = child;
+    const { shim, dataDir } = await startShimWithShortGrace(slow.url);
 
     const inFlight = request(shim.url, {
       path: '/connection/conn-1?provider_config_key=github',
@@ -231,11 +244,35 @@ describe('graceful shutdown', () => {
         action: 'failed',
       }),
     );
-    const ledger = JSON.parse(readFileSync(join(dataDir, 'deprecation-ledger.json'), 'utf8')) as {
-      entries: Array<{ route: string; calls: Record<string, number> }>;
-    };
-    expect(ledger.entries).toEqual([
+    expect(ledgerEntries(dataDir)).toEqual([
       expect.objectContaining({ route: 'connection-get', calls: { '0xx': 1 } }),
+    ]);
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('records a pipelined call the grace period cut while it waited behind another, in the ledger it writes last', async () => {
+    upstream = await startUpstream((req) => req.resume());
+    const silent = upstream;
+    const { shim, dataDir } = await startShimWithShortGrace(silent.url);
+    const get = (id: string) =>
+      `GET /connection/${id}?provider_config_key=github HTTP/1.1\r\nHost: a\r\nAuthorization: ${SECRET}\r\n\r\n`;
+
+    // RFC 9112 §9.3.2: both calls go upstream at once; the second's answer waits behind the first's.
+    const client = net.connect(Number(new URL(shim.url).port), '127.0.0.1');
+    client.on('error', () => {});
+    client.write(get('conn-1') + get('conn-2'));
+    await silent.waitForRequests(2);
+    shim.child.kill('SIGTERM');
+
+    expect(await within(5_000, 'exit', shim.exited)).toBe(1);
+    client.destroy();
+    const usage = shim.lines.filter((line) => line.msg === 'deprecated endpoint called');
+    expect(usage.map((line) => [line.path, line.status, line.action])).toEqual([
+      ['/connection/conn-1', 0, 'failed'],
+      ['/connection/conn-2', 0, 'failed'],
+    ]);
+    expect(ledgerEntries(dataDir)).toEqual([
+      expect.objectContaining({ route: 'connection-get', calls: { '0xx': 2 } }),
     ]);
     rmSync(dataDir, { recursive: true, force: true });
   });

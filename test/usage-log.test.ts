@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { fingerprintKey } from '../src/api-key.js';
@@ -7,6 +8,7 @@ import { sendCapture } from './support/captures.js';
 import { closedAfterEach } from './support/cleanup.js';
 import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
 import { type RunningShim, startShim } from './support/shim.js';
+import { startUpstream } from './support/upstream.js';
 
 let fake: FakeNango | undefined;
 let shim: RunningShim | undefined;
@@ -77,6 +79,36 @@ describe('the usage log line', () => {
     const [line] = await usageLines(shim, 1);
     expect(line).toMatchObject({ route: 'connection-metadata', status: 0, action: 'client-closed' });
     expect(fake.requests).toEqual([]);
+  });
+
+  it('records every pipelined call of a client that left before their answers, and abandons them upstream', async () => {
+    const held: ServerResponse[] = [];
+    const upstream = track(
+      await startUpstream((req, res) => {
+        req.resume();
+        held.push(res);
+      }),
+    );
+    const running = track(await startShim(upstream.url));
+    const get = (id: string) =>
+      `GET /connection/${id}?provider_config_key=unauth HTTP/1.1\r\nHost: a\r\n` +
+      `Authorization: Bearer ${DEV_KEY}\r\n\r\n`;
+
+    // RFC 9112 §9.3.2: the second answer waits behind the first, though both calls went upstream at once.
+    const client = net.connect(Number(new URL(running.url).port), '127.0.0.1');
+    client.on('error', () => {});
+    client.write(get('a') + get('b'));
+    await expect.poll(() => upstream.requests.length).toBe(2);
+    client.destroy();
+
+    const lines = await usageLines(running, 2);
+    expect(lines.map((line) => [line.path, line.status, line.action])).toEqual([
+      ['/connection/a', 0, 'client-closed'],
+      ['/connection/b', 0, 'client-closed'],
+    ]);
+    await expect.poll(() => running.shim.inFlight()).toBe(0);
+    // Neither upstream request is left running for an answer nobody will read.
+    await expect.poll(() => held.filter((res) => res.destroyed).length).toBe(2);
   });
 });
 

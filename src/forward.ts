@@ -274,10 +274,23 @@ const lostOnReusedSocket = new WeakSet<Error>();
 type CarriedRequest = http.ClientRequest & { res?: IncomingMessage | null };
 type CarrierSocket = Duplex & { _httpMessage?: CarriedRequest | null };
 
+/**
+ * Pooled sockets that have carried a whole answer, and so were reused by any request on them since. node:http's
+ * own `request.reusedSocket` says so only of a request that took its socket from the idle pool, not of one
+ * that waited for a busy pool and was handed the socket an answer had just freed: under load, when every
+ * request waits, the keep-alive race (an upstream restart closing its idle connections) hit those alone.
+ */
+const reusedSockets = new WeakSet<Duplex>();
+
+/** node:http offers a socket for another request (`free`) each time a kept-alive answer on it ends. */
+function markSocketReused(this: Duplex): void {
+  reusedSockets.add(this);
+}
+
 /** The socket's request, when it went out on a reused pooled socket and no answer has come for it yet. */
 function unansweredOnReusedSocket(socket: CarrierSocket): CarriedRequest | undefined {
   const request = socket._httpMessage;
-  return request?.reusedSocket === true && !request.res ? request : undefined;
+  return request && !request.res && reusedSockets.has(socket) ? request : undefined;
 }
 
 /** Marks a request's error as the loss of its reused socket, when it is a reset or a close (not a timeout). */
@@ -303,7 +316,8 @@ function markCloseOfReusedSocket(this: CarrierSocket): void {
  * race, where the upstream closes an idle connection (its own timer, a restart, a load balancer in between
  * with a shorter one) just as the shim sends on it. node:http's own advice (`request.reusedSocket`) is to
  * send such a request again. Hooked where the agent makes a socket, with shared functions: nothing per
- * request, and only the upstream's reset or FIN runs them (a socket the shim destroys itself never ends).
+ * request, and only a socket's first answer and the upstream's reset or FIN run them (a socket the shim
+ * destroys itself never ends).
  * A head cut short by the close is not told apart: node:http reads no answer until its head is whole.
  */
 function markLossesOnReusedSockets(agent: http.Agent): void {
@@ -311,8 +325,10 @@ function markLossesOnReusedSockets(agent: http.Agent): void {
   const createConnection = carrier.createConnection.bind(agent);
   carrier.createConnection = (...args) => {
     const socket = createConnection(...args);
-    // Registered before node:http's own listeners, which hand the loss to the request.
+    // Registered before node:http's own listeners, which hand the loss to the request. `once`: the first
+    // answer makes the socket a reused one for good.
     socket.on('error', markResetOfReusedSocket).on('end', markCloseOfReusedSocket);
+    socket.once('free', markSocketReused);
     return socket;
   };
 }

@@ -162,6 +162,36 @@ describe('a pass-through request on a pooled connection the upstream has just cl
     expect(retryLines(shim)).toHaveLength(1);
   });
 
+  it('sends it again when it waited for a busy pool and was handed the connection an answer had just freed', async () => {
+    // One pooled connection: the second request waits for it while the first holds it.
+    const dropReused = dropsReusedConnections('close');
+    let answerFirst: () => void = () => {};
+    const { upstream, shim } = await through(
+      (req, res) => {
+        if (upstream.requests.length > 1) return dropReused(req, res);
+        answerFirst = () => dropReused(req, res);
+      },
+      { upstream: { timeoutMs: TIMEOUT_MS, maxSockets: 1 } },
+    );
+    const first = request(shim.url, { path: '/a' });
+    await expect.poll(() => upstream.requests.length).toBe(1);
+    const second = within(5_000, 'handed-over request', request(shim.url, { path: '/b' }));
+    await expect.poll(() => shim.shim.inFlight()).toBe(2);
+
+    // node:http hands the freed connection straight to the waiting request, which the upstream then drops.
+    answerFirst();
+
+    expect((await first).status).toBe(200);
+    const res = await second;
+    expect(res.status).toBe(200);
+    expect(res.body.toString()).toBe('healthy');
+    expect(upstream.requests.map((seen) => seen.url)).toEqual(['/a', '/b', '/b']);
+    expect(connectionsOf(upstream.requests)).toBe(2);
+    expect(connectionsOf(upstream.requests.slice(0, 2))).toBe(1);
+    expect(retryLines(shim)).toHaveLength(1);
+    expect(failureLines(shim)).toEqual([]);
+  });
+
   it('keeps the client’s keep-alive connection, with one answer', async () => {
     const { shim } = await through(dropsReusedConnections('close'));
     expect((await request(shim.url, { path: '/providers' })).status).toBe(200);

@@ -333,8 +333,11 @@ function markLossesOnReusedSockets(agent: http.Agent): void {
   };
 }
 
-/** RFC 9112 §6.3: a request without Content-Length or Transfer-Encoding, or with a length of 0, has no body. */
-function hasBody(headers: IncomingHttpHeaders): boolean {
+/**
+ * RFC 9112 §6.3: whether a request sends body bytes; none without Content-Length or Transfer-Encoding, or with
+ * a length of 0. Not json-body.ts hasBody, which (as type-is) counts `Content-Length: 0` as a body.
+ */
+function sendsBodyBytes(headers: IncomingHttpHeaders): boolean {
   const length = headers['content-length'];
   return headers['transfer-encoding'] !== undefined || (length !== undefined && Number(length) !== 0);
 }
@@ -346,7 +349,7 @@ function hasBody(headers: IncomingHttpHeaders): boolean {
 function mayRetry(req: IncomingMessage, res: ServerResponse): boolean {
   return (
     RETRIED_METHODS.has(req.method ?? '') &&
-    !hasBody(req.headers) &&
+    !sendsBodyBytes(req.headers) &&
     !res.headersSent &&
     !res.destroyed &&
     !req.socket.destroyed

@@ -230,6 +230,20 @@ function watchUpstreamRequests(agent: http.Agent, timeoutMs: number, agentTimeou
   };
 }
 
+/**
+ * Runs `hook` on every socket the agent makes, as it is made: before node:http's own listeners are on it, so
+ * the hook's run first. Per socket, never per request: pooled sockets are made once.
+ */
+function hookNewSockets(agent: http.Agent, hook: (socket: Duplex) => void): void {
+  const carrier = agent as http.Agent & { createConnection(...args: unknown[]): Duplex };
+  const createConnection = carrier.createConnection.bind(agent);
+  carrier.createConnection = (...args) => {
+    const socket = createConnection(...args);
+    hook(socket);
+    return socket;
+  };
+}
+
 /** Errors of upstream sockets that failed before they were established (see markFailuresBeforeEstablished). */
 const failedBeforeEstablished = new WeakSet<Error>();
 
@@ -238,23 +252,19 @@ const failedBeforeEstablished = new WeakSet<Error>();
  * upstream past its TLS handshake. No byte of a request can have left by then, whatever the error's code
  * says (a reset handshake is ECONNRESET, a plain-HTTP port behind an https URL is EPROTO), so the failure
  * is 'unreachable', never "the call may have been applied"; the translated calls' client tells it the same
- * way. Hooked where the agent makes a socket, so it costs nothing per request: pooled sockets are made once.
+ * way. Hooked where the agent makes a socket (hookNewSockets): nothing per request.
  */
 function markFailuresBeforeEstablished(agent: http.Agent, secure: boolean): void {
-  const carrier = agent as http.Agent & { createConnection(...args: unknown[]): Duplex };
-  const createConnection = carrier.createConnection.bind(agent);
-  carrier.createConnection = (...args) => {
-    const socket = createConnection(...args);
+  hookNewSockets(agent, (socket) => {
     let established = false;
     socket.once(secure ? 'secureConnect' : 'connect', () => {
       established = true;
     });
-    // Registered before node:http's own listener, which hands the same error to the request.
+    // Before node:http's own listener, which hands the same error to the request.
     socket.once('error', (error: Error) => {
       if (!established) failedBeforeEstablished.add(error);
     });
-    return socket;
-  };
+  });
 }
 
 /**
@@ -315,22 +325,18 @@ function markCloseOfReusedSocket(this: CarrierSocket): void {
  * Marks the error of a request that lost its reused pooled socket before any answer came: the keep-alive
  * race, where the upstream closes an idle connection (its own timer, a restart, a load balancer in between
  * with a shorter one) just as the shim sends on it. node:http's own advice (`request.reusedSocket`) is to
- * send such a request again. Hooked where the agent makes a socket, with shared functions: nothing per
- * request, and only a socket's first answer and the upstream's reset or FIN run them (a socket the shim
- * destroys itself never ends).
- * A head cut short by the close is not told apart: node:http reads no answer until its head is whole.
+ * send such a request again. Hooked where the agent makes a socket (hookNewSockets), with shared functions:
+ * nothing per request, and only a socket's first answer and the upstream's reset or FIN run them (a socket
+ * the shim destroys itself never ends). A head cut short by the close is not told apart: node:http reads no
+ * answer until its head is whole.
  */
 function markLossesOnReusedSockets(agent: http.Agent): void {
-  const carrier = agent as http.Agent & { createConnection(...args: unknown[]): Duplex };
-  const createConnection = carrier.createConnection.bind(agent);
-  carrier.createConnection = (...args) => {
-    const socket = createConnection(...args);
-    // Registered before node:http's own listeners, which hand the loss to the request. `once`: the first
-    // answer makes the socket a reused one for good.
+  hookNewSockets(agent, (socket) => {
+    // Before node:http's own listeners, which hand the loss to the request. `once`: the first answer makes
+    // the socket a reused one for good.
     socket.on('error', markResetOfReusedSocket).on('end', markCloseOfReusedSocket);
     socket.once('free', markSocketReused);
-    return socket;
-  };
+  });
 }
 
 /**

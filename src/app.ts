@@ -124,6 +124,9 @@ const SET_BEFORE_FORWARDING: ReadonlySet<string> = new Set([
   'ratelimit-policy',
 ]);
 
+/** The fields of the client's own connection on a forwarded answer (forward.ts setAnswerConnection). */
+const CLIENT_CONNECTION_FIELDS: ReadonlySet<string> = new Set(['connection', 'keep-alive']);
+
 /**
  * Takes back the head of an upstream answer that failed before any of its body: http-proxy-3 copied its status
  * and headers onto the response, which node:http sends only with the first byte of the body. The shim's own
@@ -132,9 +135,9 @@ const SET_BEFORE_FORWARDING: ReadonlySet<string> = new Set([
  */
 function forgetUpstreamHead(res: ServerResponse): void {
   for (const name of res.getHeaderNames()) {
-    // Connection is the shim's own, set from the client's connection (forward.ts setAnswerConnection): node:http
-    // writes none of its own once it has been removed.
-    if (!SET_BEFORE_FORWARDING.has(name) && name !== 'connection') res.removeHeader(name);
+    // Connection and Keep-Alive are the shim's own, set from the client's connection (forward.ts
+    // setAnswerConnection): node:http writes neither of its own once Connection has been removed.
+    if (!SET_BEFORE_FORWARDING.has(name) && !CLIENT_CONNECTION_FIELDS.has(name)) res.removeHeader(name);
   }
   // Removing Date turns node:http's own off: the shim's answer gets the time it is written.
   res.sendDate = true;

@@ -92,18 +92,37 @@ function dropRequestConnectionOptions(headers: IncomingHttpHeaders): void {
 }
 
 /**
- * The answer's connection is the client's: the upstream's `Connection`/`Keep-Alive: timeout=61` must not
- * reach it (the shim closes idle clients sooner, and a draining server says close), nor any other field of
- * the upstream's hop (HOP_FIELDS). Values are overwritten or set to undefined, which http-proxy-3 skips,
- * rather than deleted, for the reason above.
+ * What node:http says of a client connection it keeps, on every answer whose `Connection` it writes itself
+ * (`_storeHeader`, lib/_http_outgoing.js): `Keep-Alive: timeout=<server.keepAliveTimeoutMs in whole seconds,
+ * rounded down>` (RFC 2068 §19.7.1.1), with `, max=N` after it only when the server's maxRequestsPerSocket is
+ * set, which the shim never sets. A client's pool (node:http's agent, undici) lets an idle connection go
+ * before that, so it never sends a request on one the shim is closing. Worked out once, at start-up: the
+ * timeout is read once by the listener too.
  */
-function setAnswerConnection(headers: IncomingHttpHeaders, keepAlive: boolean): void {
+function keepAliveHint(keepAliveTimeoutMs: number): string {
+  return `timeout=${Math.floor(keepAliveTimeoutMs / 1000)}`;
+}
+
+/**
+ * The answer's connection is the client's: the upstream's `Connection`/`Keep-Alive: timeout=61` must not
+ * reach it (they describe the shim's upstream socket, and a draining server says close), nor any other field
+ * of the upstream's hop (HOP_FIELDS). `keepAliveHint` is the client connection's own Keep-Alive when it stays
+ * open, undefined when it closes: node:http writes none once `Connection` is set, as it is here, so the shim's
+ * own answers had it and pass-through and streamed ones did not. Values are overwritten or set to undefined,
+ * which http-proxy-3 skips, rather than deleted, for the reason above; the hint is one string made at start-up.
+ */
+function setAnswerConnection(headers: IncomingHttpHeaders, keepAliveHint: string | undefined): void {
   const connection = headers.connection;
   if (connection !== undefined && connection !== 'keep-alive' && connection !== 'close') {
     for (const name of namedByConnection(connection)) headers[name] = undefined;
   }
   for (const name of HOP_FIELDS) if (headers[name] !== undefined) headers[name] = undefined;
-  headers.connection = keepAlive ? 'keep-alive' : 'close';
+  if (keepAliveHint === undefined) {
+    headers.connection = 'close';
+  } else {
+    headers.connection = 'keep-alive';
+    headers['keep-alive'] = keepAliveHint;
+  }
 }
 
 /**
@@ -133,7 +152,7 @@ function passOnTheSwitch(answer: IncomingMessage): void {
  * other answer (dropUnwritableReason); and it frames a body of unknown length itself (keepBodilessUnframed).
  */
 function refusedSwitch(answer: IncomingMessage): void {
-  setAnswerConnection(answer.headers, false);
+  setAnswerConnection(answer.headers, undefined);
   dropUnwritableReason(answer);
   keepBodilessUnframed(answer);
 }
@@ -566,15 +585,20 @@ function refuseUnwritableStatus(proxyRes: IncomingMessage): boolean {
  * What every upstream answer goes through before its head is copied, on pass-through and on a streamed
  * translation alike: a status node:http cannot write refuses it (false: leave it alone), then a reason phrase
  * or `Trailer` it cannot write is dropped, trailer fields are passed on, the connection fields become the
- * client's (setClientConnection), and an answer the upstream cuts is reported and cuts the client's
- * (reportCutAnswer: one shared listener, no closure, no timer).
+ * client's (setClientConnection, with the listener's `keepAliveHint`), and an answer the upstream cuts is
+ * reported and cuts the client's (reportCutAnswer: one shared listener, no closure, no timer).
  */
-function prepareAnswer(proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): boolean {
+function prepareAnswer(
+  proxyRes: IncomingMessage,
+  req: IncomingMessage,
+  res: ServerResponse,
+  keepAliveHint: string,
+): boolean {
   if (refuseUnwritableStatus(proxyRes)) return false;
   dropUnwritableReason(proxyRes);
   dropUnsendableTrailer(req, res, proxyRes);
   forwardTrailers(proxyRes, res);
-  setClientConnection(req, res, proxyRes);
+  setClientConnection(req, res, proxyRes, keepAliveHint);
   proxyRes.on('error', reportCutAnswer);
   return true;
 }
@@ -598,9 +622,14 @@ function keepsClientConnection(res: ServerResponse, proxyRes: IncomingMessage): 
  * node:http keeps a connection open whose answer says `keep-alive`, a draining server's included: the request's
  * field, sent upstream long since, is given the answer's value. HTTP/1.1 clients get the answer's as it is.
  */
-function setClientConnection(req: IncomingMessage, res: ServerResponse, proxyRes: IncomingMessage): void {
+function setClientConnection(
+  req: IncomingMessage,
+  res: ServerResponse,
+  proxyRes: IncomingMessage,
+  keepAliveHint: string,
+): void {
   const keepAlive = keepsClientConnection(res, proxyRes);
-  setAnswerConnection(proxyRes.headers, keepAlive);
+  setAnswerConnection(proxyRes.headers, keepAlive ? keepAliveHint : undefined);
   if (req.httpVersionMinor === 0) req.headers.connection = keepAlive ? 'keep-alive' : 'close';
 }
 
@@ -686,8 +715,12 @@ export function createForwarder(
     ...(ca ? { ca } : {}),
   };
   const proxy = createProxyServer(proxyOptions);
+  const clientKeepAliveHint = keepAliveHint(config.server.keepAliveTimeoutMs);
+  /** prepareAnswer with this listener's Keep-Alive hint: one function for every answer, nothing per request. */
+  const prepareClientAnswer = (proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse) =>
+    prepareAnswer(proxyRes, req, res, clientKeepAliveHint);
   // The answer's connection is the client's: keep-alive unless it, the draining server or the framing say otherwise.
-  proxy.on('proxyRes', prepareAnswer);
+  proxy.on('proxyRes', prepareClientAnswer);
   // Client connections whose WebSocket handshake the upstream accepted: their bytes are frames from then on.
   const switched = new WeakSet<Duplex>();
   proxy.on('proxyReqWs', (proxyReq, _req, socket) => {
@@ -718,7 +751,7 @@ export function createForwarder(
   const streamed = createProxyServer(streamedOptions);
   const rateLimitRenames = new WeakMap<IncomingMessage, RateLimitRename>();
   streamed.on('proxyRes', (proxyRes, req, res) => {
-    if (!prepareAnswer(proxyRes, req, res)) return;
+    if (!prepareClientAnswer(proxyRes, req, res)) return;
     const rename = rateLimitRenames.get(req);
     const copyHead = () => {
       for (const pass of COPY_ANSWER_HEAD) pass(req, res, proxyRes, streamedOptions);

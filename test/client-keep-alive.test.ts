@@ -1,9 +1,12 @@
+import http from 'node:http';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { sendCapture } from './support/captures.js';
 import { closedAfterEach } from './support/cleanup.js';
 import { DEV_KEY, type FakeNango, startFakeNango } from './support/fake-nango.js';
+import { exchanges } from './support/replay.js';
 import { type RunningShim, startShim } from './support/shim.js';
-import { within } from './support/upstream.js';
+import { startUpstream, within } from './support/upstream.js';
 
 /**
  * How long the shim keeps a client's idle connection, and what it tells the client. Nango keeps one 61 s and
@@ -104,8 +107,34 @@ async function throughFakeNango(
   return { fake, shim };
 }
 
+const METADATA_BODY = JSON.stringify({
+  connection_id: 'conn-1',
+  provider_config_key: 'unauth',
+  metadata: { touched: true },
+});
+
+/**
+ * One call for each way an answer reaches the client, and its status: http-proxy-3 copies the first two
+ * (the shim sets their Connection), node:http frames the other two itself.
+ */
+const ANSWERS = [
+  ['pass-through', 'GET', '/connections/conn-1?provider_config_key=unauth', undefined, 200],
+  ['a streamed translation', 'GET', '/connection/conn-1?provider_config_key=unauth', undefined, 200],
+  ['a buffered translation', 'PATCH', '/connection/metadata', METADATA_BODY, 200],
+  ['the shim’s own answer', 'DELETE', '/connection/conn-1?provider_config_key=unauth', undefined, 410],
+] as const;
 /** The shim's own answer (410) on connection-delete, an answer node:http frames itself. */
 const GONE = { routes: { 'connection-delete': { stage: 'gone' } } };
+
+type Answer = readonly [kind: string, method: string, path: string, body: string | undefined, status: number];
+
+function callOf(
+  [, method, path, body]: Answer,
+  { headers = {}, version }: { headers?: Record<string, string>; version?: string } = {},
+): string {
+  const typed = body === undefined ? headers : { ...headers, 'content-type': 'application/json' };
+  return rawRequest(method, path, { headers: typed, body: body ?? '', ...(version ? { version } : {}) });
+}
 
 describe('how long an idle client connection is kept', () => {
   it('keeps it 61 s by default, Nango’s own, and says so', async () => {
@@ -130,5 +159,144 @@ describe('how long an idle client connection is kept', () => {
     await new Promise((resolve) => setTimeout(resolve, 6_500));
 
     expect(statusOfHead(await within(3_000, 'second answer', connection.ask(call)))).toBe(200);
+  });
+
+  it('closes an idle connection after server.keepAliveTimeoutMs, not before, as a pass-through answer says', async () => {
+    const { shim } = await throughFakeNango({ server: { keepAliveTimeoutMs: 1_000 } });
+    const connection = await holdConnection(shim.url);
+
+    const head = await connection.ask(rawRequest('GET', '/connections/conn-1?provider_config_key=unauth'));
+    const answered = performance.now();
+    await within(5_000, 'idle connection closed', connection.closed);
+
+    expect(fieldValues(head, 'keep-alive')).toEqual(['timeout=1']);
+    // node:http waits a second more than it says, so that a client trusting the hint is never too late.
+    expect(performance.now() - answered).toBeGreaterThanOrEqual(1_000);
+  });
+});
+
+describe('what an answer says of its connection', () => {
+  it.each(ANSWERS)('says keep-alive and the shim’s own Keep-Alive timeout on %s', async (...answer) => {
+    const { shim } = await throughFakeNango({ ...GONE, server: { keepAliveTimeoutMs: 7_500 } });
+    const connection = await holdConnection(shim.url);
+
+    const head = await connection.ask(callOf(answer));
+
+    expect(statusOfHead(head)).toBe(answer[4]);
+    expect(fieldValues(head, 'connection')).toEqual(['keep-alive']);
+    // node:http's words for the answers it frames itself (`_storeHeader`): whole seconds, rounded down.
+    expect(fieldValues(head, 'keep-alive')).toEqual(['timeout=7']);
+    // The upstream's `Keep-Alive: timeout=61` describes the shim's upstream socket: it never gets through.
+    expect(head).not.toContain('timeout=61');
+  });
+
+  it.each(ANSWERS)(
+    'says keep-alive and timeout=61 on %s to an HTTP/1.0 keep-alive client',
+    async (...answer) => {
+      const { shim } = await throughFakeNango(GONE);
+      const connection = await holdConnection(shim.url);
+
+      const head = await connection.ask(
+        callOf(answer, { headers: { connection: 'keep-alive' }, version: '1.0' }),
+      );
+
+      expect(statusOfHead(head)).toBe(answer[4]);
+      expect(fieldValues(head, 'connection')).toEqual(['keep-alive']);
+      expect(fieldValues(head, 'keep-alive')).toEqual(['timeout=61']);
+    },
+  );
+
+  it.each(ANSWERS)(
+    'says close and no Keep-Alive on %s to a client that asked to close',
+    async (...answer) => {
+      const { shim } = await throughFakeNango(GONE);
+      const connection = await holdConnection(shim.url);
+
+      const head = await connection.ask(callOf(answer, { headers: { connection: 'close' } }));
+
+      expect(statusOfHead(head)).toBe(answer[4]);
+      expect(fieldValues(head, 'connection')).toEqual(['close']);
+      expect(fieldValues(head, 'keep-alive')).toEqual([]);
+      await within(2_000, 'connection closed', connection.closed);
+    },
+  );
+
+  it.each(ANSWERS)('says close and no Keep-Alive on %s to an HTTP/1.0 client', async (...answer) => {
+    const { shim } = await throughFakeNango(GONE);
+    const connection = await holdConnection(shim.url);
+
+    const head = await connection.ask(callOf(answer, { version: '1.0' }));
+
+    expect(statusOfHead(head)).toBe(answer[4]);
+    expect(fieldValues(head, 'connection')).toEqual(['close']);
+    expect(fieldValues(head, 'keep-alive')).toEqual([]);
+    await within(2_000, 'connection closed', connection.closed);
+  });
+
+  it.each([
+    ['pass-through', '/connections/conn-1?provider_config_key=unauth'],
+    ['a streamed translation', '/connection/conn-1?provider_config_key=unauth'],
+  ])('says close and no Keep-Alive on %s answered while the shim drains', async (_kind, path) => {
+    let answer = () => {};
+    const upstream = track(
+      await startUpstream((req, res) => {
+        req.resume();
+        answer = () =>
+          res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2 }).end('{}');
+      }),
+    );
+    const shim = track(await startShim(upstream.url));
+    const connection = await holdConnection(shim.url);
+    const asked = connection.ask(rawRequest('GET', path));
+    await upstream.waitForRequests(1);
+
+    const drained = shim.shim.drain(2_000);
+    answer();
+
+    const head = await within(2_000, 'answer while draining', asked);
+    expect(statusOfHead(head)).toBe(200);
+    expect(fieldValues(head, 'connection')).toEqual(['close']);
+    expect(fieldValues(head, 'keep-alive')).toEqual([]);
+    expect(await drained).toBe(true);
+  });
+
+  it('gives every kind of answer the very same Connection and Keep-Alive fields as node:http’s own', async () => {
+    const { shim } = await throughFakeNango(GONE);
+    const connection = await holdConnection(shim.url);
+
+    const fields: string[][] = [];
+    for (const answer of ANSWERS) {
+      const head = await connection.ask(callOf(answer));
+      fields.push(head.split('\r\n').filter((line) => /^(connection|keep-alive):/i.test(line)));
+    }
+
+    // Names compare case-insensitively (RFC 9110 §5.1): http-proxy-3 writes them as node:http keeps them.
+    const lowered = fields.map((lines) => lines.map((line) => line.toLowerCase()));
+    expect(lowered).toEqual(ANSWERS.map(() => ['connection: keep-alive', 'keep-alive: timeout=61']));
+  });
+});
+
+describe('the connection fields of translated legacy answers, against the captures', () => {
+  const CAPTURED = [
+    ['connection-get.json', 'GET /connection/conn-1?provider_config_key (legacy single)'],
+    ['connection-get.json', 'GET /connection (legacy list)'],
+    ['metadata-patch.json', 'PATCH /connection/metadata: single string id success'],
+  ] as const;
+
+  it.each(CAPTURED)('answers %s "%s" with Nango’s Connection and Keep-Alive', async (file, name) => {
+    const { shim } = await throughFakeNango();
+    const entry = exchanges(file).find((candidate) => candidate.name === name);
+    if (entry?.request === undefined || entry.response === undefined)
+      throw new Error(`no exchange "${name}" in ${file}`);
+    // As the SDK sent it, on node:http's keep-alive agent: `Connection: keep-alive`.
+    expect(entry.request.headers.Connection).toBe('keep-alive');
+    const agent = new http.Agent({ keepAlive: true });
+    track({ close: async () => agent.destroy() });
+
+    const reply = await sendCapture(shim.url, entry, agent);
+
+    expect(reply.status).toBe(entry.response.status);
+    expect(reply.headers.connection).toBe(entry.response.headers.Connection);
+    expect(reply.headers['keep-alive']).toBe(entry.response.headers['Keep-Alive']);
   });
 });

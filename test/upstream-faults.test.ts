@@ -383,6 +383,25 @@ describe('an upstream that fails after the head of its answer, before any of its
     },
   );
 
+  it('keeps a keep-alive client’s connection, and says so as on any other answer', async () => {
+    const upstreamUrl = await rawFirstThenHealthy(HEAD_ONLY, 'close');
+    shim = track(await startShim(upstreamUrl, { upstream: { timeoutMs: TIMEOUT_MS } }));
+
+    const reply = await exchangeRaw(
+      shim.url,
+      rawGet(PROVIDERS) + rawGet({ ...PROVIDERS, headers: { connection: 'close' } }),
+      { timeoutMs: 3_000 },
+    );
+
+    const [head = ''] = reply.text.split('\r\n\r\n');
+    expect(reply.status).toBe(502);
+    // The Keep-Alive hint is the client connection's, like Connection (forward.ts setAnswerConnection): the
+    // upstream's head is forgotten, the shim's own words about the client's connection are not.
+    expect(head).toMatch(/^connection: keep-alive$/im);
+    expect(head).toMatch(/^keep-alive: timeout=61$/im);
+    expect(reply.text).toMatch(/\r\n\r\nhealthy$/);
+  });
+
   it("keeps the headers the shim set before forwarding, every deprecation header and the rate limit's", async () => {
     const upstreamUrl = await rawFirstThenHealthy(
       'HTTP/1.1 200 Fine\r\nContent-Type: text/csv\r\nContent-Length: 100\r\n\r\n',

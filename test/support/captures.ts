@@ -131,13 +131,18 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 /**
  * Sends the captured request to baseUrl exactly as captured: method, path as is, headers in their case
  * (Host, Content-Length and Connection recomputed) and body bytes. auth-raw.json entries go over a raw
- * socket, because Node's client would not write their header bytes.
+ * socket, because Node's client would not write their header bytes. By default on a connection of its own
+ * (`Connection: close`); on `agent`'s connections if given (a keep-alive agent's: `Connection: keep-alive`).
  */
-export function sendCapture(baseUrl: string, entry: CaptureEntry): Promise<CaptureReply> {
+export function sendCapture(
+  baseUrl: string,
+  entry: CaptureEntry,
+  agent: http.Agent | false = false,
+): Promise<CaptureReply> {
   const { request } = entry;
   if (!request) throw new Error(`capture "${entry.name}" sent no request`);
   const url = new URL(baseUrl);
-  return request.raw === undefined ? sendOverHttp(url, request) : sendOverSocket(url, request.raw);
+  return request.raw === undefined ? sendOverHttp(url, request, agent) : sendOverSocket(url, request.raw);
 }
 
 const RECOMPUTED_HEADERS = new Set(['host', 'content-length', 'connection']);
@@ -155,7 +160,7 @@ function outgoingHeaders(request: CapturedRequest): http.OutgoingHttpHeaders {
   return headers;
 }
 
-function sendOverHttp(url: URL, request: CapturedRequest): Promise<CaptureReply> {
+function sendOverHttp(url: URL, request: CapturedRequest, agent: http.Agent | false): Promise<CaptureReply> {
   return new Promise((resolve, reject) => {
     const outgoing = http.request(
       {
@@ -164,7 +169,7 @@ function sendOverHttp(url: URL, request: CapturedRequest): Promise<CaptureReply>
         method: request.method,
         path: request.path,
         headers: outgoingHeaders(request),
-        agent: false,
+        agent,
       },
       (response) => {
         const chunks: Buffer[] = [];

@@ -176,6 +176,18 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
     });
   }
 
+  /**
+   * Once no request is under way, a draining server closes every connection left, not only those node:http
+   * calls idle: one on which no request has begun yet (a client pool's connection opened ahead of its first
+   * request, a probe that connects and waits) counts as receiving one, and the headers timeout that would have
+   * cut it stops with server.close(). It held every shutdown for the whole grace period, which then ended in
+   * `grace period over` with `inFlight: 0` and exit 1. A request whose head is still arriving goes with it:
+   * none of it has reached the app, and it would be cut at the grace period's end all the same.
+   */
+  function closeUnusedConnections(): void {
+    server.closeAllConnections();
+  }
+
   return {
     server,
     get draining() {
@@ -204,8 +216,8 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
         deadline.unref();
         server.close(() => finish(true));
         server.closeIdleConnections();
-        onIdle = () => server.closeIdleConnections();
-        if (active.size === 0) server.closeIdleConnections();
+        onIdle = closeUnusedConnections;
+        if (active.size === 0) closeUnusedConnections();
       });
     },
   };

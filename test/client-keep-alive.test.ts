@@ -175,6 +175,33 @@ describe('how long an idle client connection is kept', () => {
   });
 });
 
+describe('connections no request has begun on, at shutdown', () => {
+  it('closes them once the last answer under way is sent, instead of waiting out the grace period', async () => {
+    let answer = () => {};
+    const upstream = track(
+      await startUpstream((req, res) => {
+        req.resume();
+        answer = () => res.writeHead(200, { 'content-length': 2 }).end('{}');
+      }),
+    );
+    const shim = track(await startShim(upstream.url));
+    const unused = await holdConnection(shim.url);
+    const busy = await holdConnection(shim.url);
+    const asked = busy.ask(rawRequest('GET', '/connections'));
+    await upstream.waitForRequests(1);
+
+    const started = performance.now();
+    const drained = shim.shim.drain(3_000);
+    answer();
+
+    expect(statusOfHead(await within(2_000, 'answer while draining', asked))).toBe(200);
+    await within(2_000, 'unused connection closed', unused.closed);
+    // Clean: nothing was cut, and it took no grace period.
+    expect(await drained).toBe(true);
+    expect(performance.now() - started).toBeLessThan(2_000);
+  });
+});
+
 describe('what an answer says of its connection', () => {
   it.each(ANSWERS)('says keep-alive and the shim’s own Keep-Alive timeout on %s', async (...answer) => {
     const { shim } = await throughFakeNango({ ...GONE, server: { keepAliveTimeoutMs: 7_500 } });

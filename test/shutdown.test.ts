@@ -178,6 +178,29 @@ describe('graceful shutdown', () => {
     expect(performance.now() - started).toBeLessThan(3_000);
   });
 
+  it('closes a connection on which no request has begun at once, and exits 0', async () => {
+    const quick = await startSlowUpstream();
+    child = await startChildShim({ SHIM_UPSTREAM_URL: quick.url });
+    const shim = child;
+    // A client pool's connection opened ahead of its first request, or a probe that connects and waits.
+    const unused = net.connect({ host: '127.0.0.1', port: Number(new URL(shim.url).port) });
+    unused.on('error', () => {});
+    unused.resume();
+    const unusedClosed = new Promise<void>((resolve) => unused.once('close', () => resolve()));
+    await new Promise<void>((resolve) => unused.once('connect', () => resolve()));
+    // Only its first request would tell node:http the connection is in use, so wait until it surely came.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+
+    const started = performance.now();
+    shim.child.kill('SIGTERM');
+    await within(3_000, 'unused connection closed', unusedClosed);
+
+    expect(await within(5_000, 'exit', shim.exited)).toBe(0);
+    // The default grace period is 10 s: a connection nobody uses must not hold the shutdown.
+    expect(performance.now() - started).toBeLessThan(3_000);
+    expect(shim.lines).toContainEqual(expect.objectContaining({ msg: 'shutdown complete', clean: true }));
+  });
+
   it('exits 0 on SIGINT too', async () => {
     const quick = await startSlowUpstream();
     child = await startChildShim({ SHIM_UPSTREAM_URL: quick.url });

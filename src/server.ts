@@ -101,6 +101,19 @@ function queueAnswer(res: ServerResponse, connection: Socket): void {
   queued.push(res);
 }
 
+/**
+ * An answer not yet sent closes its connection, and says so. node:http sends a head with the first byte of the
+ * body: a forwarded answer whose head came before the drain carries the shim's `Connection: keep-alive` and
+ * `Keep-Alive: timeout=N` (forward.ts setAnswerConnection), which node:http obeys over shouldKeepAlive. Its
+ * client was told to keep a connection the drain then closed, and could send its next request on it.
+ */
+function closeAfterAnswer(res: ServerResponse): void {
+  res.shouldKeepAlive = false;
+  if (res.headersSent || !res.hasHeader('connection')) return;
+  res.setHeader('connection', 'close');
+  res.removeHeader('keep-alive');
+}
+
 /** The public listener: node:http with the timeouts a gateway needs, the app's handlers, and draining. */
 export function createShimServer(app: App, config: Config, logger: Logger): ShimServer {
   let draining = false;
@@ -197,7 +210,7 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
     drain(graceMs) {
       draining = true;
       // Answers still to come close their connection too, so their clients do not reuse a closing socket.
-      for (const res of active.toArray()) res.shouldKeepAlive = false;
+      for (const res of active.toArray()) closeAfterAnswer(res);
       // A WebSocket has no end to wait for: it is closed now, and its client reconnects elsewhere.
       for (const socket of upgraded.toArray()) socket.destroy();
       return new Promise((resolve) => {

@@ -287,6 +287,40 @@ describe('what an answer says of its connection', () => {
     expect(await drained).toBe(true);
   });
 
+  // node:http sends a head with the first byte of the body: until then http-proxy-3 has only set it on the
+  // response, the shim's `Connection: keep-alive` and `Keep-Alive` with it, which node:http obeys.
+  it.each([
+    ['pass-through', '/connections/conn-1?provider_config_key=unauth'],
+    ['a streamed translation', '/connection/conn-1?provider_config_key=unauth'],
+  ])(
+    'says close and no Keep-Alive on %s whose head came before the shim began to drain',
+    async (_kind, path) => {
+      let finish = () => {};
+      const upstream = track(
+        await startUpstream((req, res) => {
+          req.resume();
+          res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2 }).flushHeaders();
+          finish = () => res.end('{}');
+        }),
+      );
+      const shim = track(await startShim(upstream.url));
+      const connection = await holdConnection(shim.url);
+      const asked = connection.ask(rawRequest('GET', path));
+      await upstream.waitForRequests(1);
+      // Time for the head to reach the shim and be set on the client's response.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+
+      const drained = shim.shim.drain(2_000);
+      finish();
+
+      const head = await within(2_000, 'answer while draining', asked);
+      expect(statusOfHead(head)).toBe(200);
+      expect(fieldValues(head, 'connection')).toEqual(['close']);
+      expect(fieldValues(head, 'keep-alive')).toEqual([]);
+      expect(await drained).toBe(true);
+    },
+  );
+
   it('gives every kind of answer the very same Connection and Keep-Alive fields as node:http’s own', async () => {
     const { shim } = await throughFakeNango(GONE);
     const connection = await holdConnection(shim.url);

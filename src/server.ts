@@ -151,10 +151,21 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
       app.handleRequest(req, res);
     },
   );
+  // Client connections, for a drain to close those on which nothing has arrived (closeUnusedConnections). One
+  // listener per connection, shared, none per request.
+  const connections = new LiveList<Duplex>();
+  function forgetConnection(this: Duplex): void {
+    connections.delete(this);
+  }
+  server.on('connection', (socket: Socket) => {
+    connections.add(socket);
+    socket.on('close', forgetConnection);
+  });
   // Upgraded connections (WebSockets) are no longer the HTTP server's: they are tracked here so that a
   // shutdown can end them, since they never finish on their own.
   const upgraded = new LiveList<Duplex>();
   server.on('upgrade', (req, socket: Duplex, head) => {
+    connections.delete(socket);
     upgraded.add(socket);
     socket.once('close', () => upgraded.delete(socket));
     app.handleUpgrade(req, socket, head);
@@ -190,15 +201,19 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
   }
 
   /**
-   * Once no request is under way, a draining server closes every connection left, not only those node:http
-   * calls idle: one on which no request has begun yet (a client pool's connection opened ahead of its first
-   * request, a probe that connects and waits) counts as receiving one, and the headers timeout that would have
-   * cut it stops with server.close(). It held every shutdown for the whole grace period, which then ended in
-   * `grace period over` with `inFlight: 0` and exit 1. A request whose head is still arriving goes with it:
-   * none of it has reached the app, and it would be cut at the grace period's end all the same.
+   * A draining server closes the connections it is not using: those node:http calls idle (a keep-alive
+   * connection between requests), and those on which no byte has arrived. node:http counts the latter (a client
+   * pool's connection opened ahead of its first request, a probe that connects and waits) as receiving a
+   * request, not as idle, and the headers timeout that would have cut one stops with server.close(): it held
+   * every shutdown for the whole grace period, which then ended in `grace period over` with `inFlight: 0` and
+   * exit 1. A connection whose request is still arriving is not closed: that request is served (its answer
+   * says close), as any that came before the drain.
    */
   function closeUnusedConnections(): void {
-    server.closeAllConnections();
+    server.closeIdleConnections();
+    for (const socket of connections.toArray()) {
+      if ((socket as Socket).bytesRead === 0) socket.destroy();
+    }
   }
 
   return {
@@ -228,9 +243,8 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
         }, graceMs);
         deadline.unref();
         server.close(() => finish(true));
-        server.closeIdleConnections();
+        closeUnusedConnections();
         onIdle = closeUnusedConnections;
-        if (active.size === 0) closeUnusedConnections();
       });
     },
   };

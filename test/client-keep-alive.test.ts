@@ -22,6 +22,8 @@ const AUTHORIZATION = `Bearer ${DEV_KEY}`;
 interface HeldConnection {
   /** Writes one request and resolves with the head of its answer (status line and fields), once its body came. */
   ask(request: string): Promise<string>;
+  /** Writes part of a request, and waits for nothing. */
+  send(bytes: string): void;
   /** Resolves when the shim closes the connection. */
   readonly closed: Promise<void>;
 }
@@ -66,7 +68,7 @@ function holdConnection(baseUrl: string): Promise<HeldConnection> {
   }
   return new Promise((resolve, reject) => {
     socket.once('error', reject);
-    socket.once('connect', () => resolve({ ask, closed }));
+    socket.once('connect', () => resolve({ ask, send: (bytes) => socket.write(bytes), closed }));
   });
 }
 
@@ -199,6 +201,35 @@ describe('connections no request has begun on, at shutdown', () => {
     // Clean: nothing was cut, and it took no grace period.
     expect(await drained).toBe(true);
     expect(performance.now() - started).toBeLessThan(2_000);
+  });
+
+  it('serves a request whose head was still arriving when the drain began, and closes its connection', async () => {
+    const upstream = track(
+      await startUpstream((req, res) => {
+        req.resume();
+        res.writeHead(200, { 'content-length': 2 }).end('{}');
+      }),
+    );
+    const shim = track(await startShim(upstream.url));
+    const arriving = await holdConnection(shim.url);
+    const call = rawRequest('GET', '/connections');
+    const lineEnd = call.indexOf('\r\n') + 2;
+    // Its request line has come, its fields not yet: node:http has begun a request the app has not seen.
+    arriving.send(call.slice(0, lineEnd));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+
+    const drained = shim.shim.drain(3_000);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const head = await within(
+      2_000,
+      'answer to the request that was arriving',
+      arriving.ask(call.slice(lineEnd)),
+    );
+
+    expect(statusOfHead(head)).toBe(200);
+    expect(fieldValues(head, 'connection')).toEqual(['close']);
+    await within(2_000, 'its connection closed', arriving.closed);
+    expect(await within(2_000, 'drain', drained)).toBe(true);
   });
 });
 

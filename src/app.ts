@@ -41,6 +41,8 @@ export interface TrafficObserver {
   passThrough?(req: IncomingMessage, res: ServerResponse, durationMs: number): void;
   /** One upstream exchange on a deprecated route: the successor (translated) or the legacy route itself. */
   upstream?(routeId: RouteId, target: 'successor' | 'legacy', durationMs: number): void;
+  /** A request sent once more on a new connection after the keep-alive race (forward.ts retryOnNewConnection). */
+  retried?(): void;
 }
 
 /**
@@ -210,6 +212,7 @@ export function createApp({
       { method: req.method, path: pathOf(req.url ?? '/'), reason: error.message },
       'upstream request retried',
     );
+    observer?.retried?.();
   }
 
   const forwarder: Forwarder = createForwarder(

@@ -52,6 +52,11 @@ export function createMetrics({ configs }: MetricsOptions): Metrics {
     labelNames: ['method', 'status_class'],
     registry,
   });
+  const upstreamRetries = new Counter({
+    name: 'nango_shim_upstream_retries_total',
+    help: 'Safe, bodiless requests sent once more on a new connection: the upstream closed the reused one before any answer.',
+    registers: [registry],
+  });
   const ledgerDropped = new Counter({
     name: 'nango_shim_ledger_dropped_total',
     help: 'Usage ledger updates dropped because the buffer was full while the ledger store was unreachable.',
@@ -110,6 +115,9 @@ export function createMetrics({ configs }: MetricsOptions): Metrics {
       },
       upstream(routeId, target, durationMs) {
         upstreamDuration.observe(upstreamDuration.cell([routeId, target]), durationMs / 1000);
+      },
+      retried() {
+        upstreamRetries.inc();
       },
     },
     countLedgerDropped(count) {

@@ -135,6 +135,7 @@ describe('a pass-through request on a pooled connection the upstream has just cl
     expect(rendered).toContain(
       'nango_shim_upstream_request_duration_seconds_count{route="passthrough",target="passthrough"} 2',
     );
+    expect(rendered).toContain('\nnango_shim_upstream_retries_total 1\n');
   });
 
   it('sends it on a new connection, never on another pooled one that may be as dead', async () => {
@@ -213,7 +214,7 @@ describe('a pass-through request on a pooled connection the upstream has just cl
     ['DELETE', undefined],
     ['GET', 'a body'],
   ])('answers a %s (%s) 502 as before, sent once', async (method, body) => {
-    const { upstream, shim } = await through(dropsReusedConnections('close'));
+    const { upstream, shim, metrics } = await through(dropsReusedConnections('close'));
     expect((await request(shim.url, { path: '/providers' })).status).toBe(200);
 
     // node:http sends a GET's body only when its length is given.
@@ -232,6 +233,7 @@ describe('a pass-through request on a pooled connection the upstream has just cl
     expect(upstream.requests[1]?.headers['content-length']).toBe(body === undefined ? '0' : '6');
     expect(retryLines(shim)).toEqual([]);
     expect(failureLines(shim)).toEqual([expect.objectContaining({ method, failure: 'lost' })]);
+    expect(await metrics()).toContain('\nnango_shim_upstream_retries_total 0\n');
   });
 
   it('answers 502 to a GET that fails on a new connection, sent once', async () => {
@@ -271,6 +273,7 @@ describe('a pass-through request on a pooled connection the upstream has just cl
       expect(rendered).toContain(
         'nango_shim_upstream_request_duration_seconds_count{route="passthrough",target="passthrough"} 2',
       );
+      expect(rendered).toContain('\nnango_shim_upstream_retries_total 1\n');
     },
   );
 });

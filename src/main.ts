@@ -99,6 +99,7 @@ async function start(): Promise<void> {
     configs,
     load: () => loadConfig(process.env),
     logger,
+    upstreamCa: active.upstreamCa,
     onApplied: (next) => {
       logger.level = next.config.log.level;
     },

@@ -20,10 +20,18 @@ export interface ConfigReloader {
   watchFile(file: string): () => void;
 }
 
+/** A configuration as loadConfig reads it, with the certificates of `upstream.caFile` (none in some tests). */
+type Loaded = ActiveConfig & { upstreamCa?: string | undefined };
+
 export interface ReloaderOptions {
   configs: ConfigHolder;
-  load: () => ActiveConfig;
+  load: () => Loaded;
   logger: Logger;
+  /**
+   * The certificates the upstream's pools were built with (loadConfig's `upstreamCa`). `upstream` applies only
+   * after a restart: a new file at the same path is named in `pendingRestart` as `upstream.caFile`.
+   */
+  upstreamCa?: string | undefined;
   /** Called after a new configuration is active (e.g. to change the log level). */
   onApplied?: (active: ActiveConfig) => void;
 }
@@ -46,13 +54,30 @@ function sameSeen(a: Seen, b: Seen): boolean {
   return a.kind === b.kind;
 }
 
-export function createConfigReloader({ configs, load, logger, onApplied }: ReloaderOptions): ConfigReloader {
+/**
+ * `pendingRestart` with `upstream.caFile` named when the certificates read now are not the ones the pools trust:
+ * a rotated CA bundle written over the same path changes no key of the configuration, and an operator who sent
+ * SIGHUP for it would otherwise see nothing, while the shim went on trusting the old certificates.
+ */
+function withCaPending(next: ActiveConfig, loadedCa: string | undefined, runningCa: string | undefined) {
+  if (loadedCa === runningCa || next.pendingRestart.includes('upstream.caFile')) return next;
+  return { ...next, pendingRestart: [...next.pendingRestart, 'upstream.caFile'] };
+}
+
+export function createConfigReloader({
+  configs,
+  load,
+  logger,
+  onApplied,
+  upstreamCa,
+}: ReloaderOptions): ConfigReloader {
   // The last config loaded, whole: it differs from the one in effect while a restart is pending. Not its
   // version, which leaves secrets out: a new admin token alone would look unchanged and never be named.
   let loadedContent = JSON.stringify(configs.current.config);
+  let loadedCa = upstreamCa;
 
   function reload(reason: string): boolean {
-    let loaded: ActiveConfig;
+    let loaded: Loaded;
     try {
       loaded = load();
     } catch (error) {
@@ -63,14 +88,15 @@ export function createConfigReloader({ configs, load, logger, onApplied }: Reloa
       return false;
     }
     const content = JSON.stringify(loaded.config);
-    if (content === loadedContent) {
+    if (content === loadedContent && loaded.upstreamCa === loadedCa) {
       logger.debug({ reason, version: loaded.version }, 'config unchanged');
       return true;
     }
     loadedContent = content;
+    loadedCa = loaded.upstreamCa;
     const previous = configs.current;
     // Restart-only keys keep the values in effect, so every reader (and /admin/config) sees what applies.
-    const next = keepRestartOnly(loaded, previous.config);
+    const next = withCaPending(keepRestartOnly(loaded, previous.config), loadedCa, upstreamCa);
     // One assignment: a request reads `configs.current` once, so it sees the old or the new, never a mix.
     configs.current = next;
     onApplied?.(next);

@@ -1,7 +1,11 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { rootCertificates } from 'node:tls';
 import request from 'supertest';
 import { describe, expect, it } from 'vitest';
 import { carriesToken, createAdminApp, reachableFromOtherHosts } from '../src/admin.js';
-import { parseConfig } from '../src/config.js';
+import { loadConfig, parseConfig } from '../src/config.js';
 import { summarizeLedger } from '../src/ledger.js';
 import { createLogger } from '../src/logger.js';
 import { createMetrics } from '../src/metrics.js';
@@ -141,6 +145,36 @@ describe('the admin app', () => {
       lines.find((line) => line.msg === 'config sections changed that apply only after a restart'),
     ).toMatchObject({ keys: ['admin.token'] });
     expect(JSON.stringify(lines)).not.toContain(newToken);
+  });
+
+  it('names upstream.caFile as pending when a reload finds other certificates at the same path', () => {
+    const caFile = join(mkdtempSync(join(tmpdir(), 'nango-shim-ca-')), 'ca.pem');
+    const [first, second] = rootCertificates as [string, string];
+    writeFileSync(caFile, first);
+    const load = () => loadConfig({ SHIM_UPSTREAM_CA_FILE: caFile });
+    const started = load();
+    const configs = { current: started };
+    const lines: Array<Record<string, unknown>> = [];
+    const reloader = createConfigReloader({
+      configs,
+      load,
+      logger: createLogger('debug', { write: (line: string) => lines.push(JSON.parse(line)) } as never),
+      upstreamCa: started.upstreamCa,
+    });
+
+    // A rotated bundle written over the same path: no key of the configuration changed.
+    writeFileSync(caFile, second);
+    expect(reloader.reload('SIGHUP')).toBe(true);
+    expect(configs.current.pendingRestart).toEqual(['upstream.caFile']);
+    expect(configs.current.version).toBe(started.version);
+    expect(
+      lines.find((line) => line.msg === 'config sections changed that apply only after a restart'),
+    ).toMatchObject({ keys: ['upstream.caFile'] });
+
+    // The certificates the pools trust, back again: nothing is pending.
+    writeFileSync(caFile, first);
+    expect(reloader.reload('SIGHUP')).toBe(true);
+    expect(configs.current.pendingRestart).toEqual([]);
   });
 
   it('requires the token on every path but the health checks when one is set', async () => {

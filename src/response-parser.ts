@@ -32,7 +32,9 @@ const HEAD_END = Buffer.from('\r\n\r\n');
 /** RFC 9110 §5.1: 1 for each character of a token (tchar), by its code below 128. */
 const TCHAR = tokenCharacters();
 const DIGITS = /^\d+$/;
-const CHUNK_SIZE = /^([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?$/;
+// RFC 9112 §7.1: chunk-size is 1*HEXDIG, leading zeros and all (llhttp reads any number of them, e.g. a
+// size printed at a fixed 64-bit width); at most 15 significant digits, far over any body limit.
+const CHUNK_SIZE = /^0*([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?$/;
 const MAX_CHUNK_LINE = 4096;
 
 /**

@@ -43,6 +43,9 @@ const ANSWERS: Record<string, string> = {
     'Content-Length: 0\r\n\r\n',
   'no reason phrase, padded values': 'HTTP/1.1 404\r\nX-Pad: \t spaced out \t\r\nContent-Length: 1\r\n\r\nx',
   'no framing (body until close)': 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it',
+  // RFC 9112 §7.1: chunk-size is 1*HEXDIG, so any number of leading zeros (a fixed-width 64-bit size, say).
+  'a chunk size padded with leading zeros':
+    'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0000000000000002\r\n{}\r\n00000000000000000\r\n\r\n',
   'an HTTP/1.0 answer': 'HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold',
   'obs-text in a value': 'HTTP/1.1 200 OK\r\nX-Latin: caf\xe9\r\nContent-Length: 0\r\n\r\n',
 };

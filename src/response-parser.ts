@@ -211,6 +211,18 @@ export function parseHead(text: string, headRequest: boolean): Head {
   return { status, minor, headers, framing: 'close', length: 0 };
 }
 
+/**
+ * A trailer line is a field line (RFC 9112 §7.1.2), held to the head's rules as llhttp holds it: a bare LF
+ * in one would end the trailer section for a lenient parser on the way (`X: 1\n\n`) while the shim read on,
+ * and the two would disagree where the answer ends on a kept-alive connection.
+ */
+function checkTrailerLine(line: string): void {
+  checkHeadCharacters(line);
+  const colon = line.indexOf(':');
+  if (colon <= 0) throw new ResponseParseError('a field line without a name');
+  fieldName(line, 0, colon);
+}
+
 /** RFC 9112 §9.3: HTTP/1.1 persists unless `close`; HTTP/1.0 only with `keep-alive`. */
 function persists(head: Head): boolean {
   const connection = fieldTokens(head.headers.connection);
@@ -314,12 +326,13 @@ export class ResponseParser {
         return offset + 2;
       }
       case 'trailers': {
-        // Trailer fields are read past and dropped, as a translated answer never uses them.
+        // Trailer fields are checked and dropped, as a translated answer never uses them.
         const lineEnd = this.lineEnd(data, offset);
         if (lineEnd < 0) return -1;
         this.trailerBytes += lineEnd - offset + 2;
         if (this.trailerBytes > this.options.maxHeadBytes) throw new ResponseParseError('trailers too large');
         if (lineEnd === offset) this.finish(persists(this.head as Head));
+        else checkTrailerLine(data.toString('latin1', offset, lineEnd));
         return lineEnd + 2;
       }
       case 'done':

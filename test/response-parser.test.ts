@@ -181,6 +181,13 @@ describe('an answer that cannot be trusted', () => {
     'a Content-Length that is not a number': 'HTTP/1.1 200 OK\r\nContent-Length: 1e3\r\n\r\n',
     'a chunk size that is not hexadecimal': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n',
     'a chunk not ended by CRLF': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n',
+    // As llhttp refuses them: trailer lines are field lines (RFC 9112 §7.1.2), though their CRLF comes later.
+    'a trailer line broken by a bare LF':
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: 1\n\nHTTP/1.1 200 OK\r\n\r\n',
+    'a trailer line without a colon':
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nnot a field\r\n\r\n',
+    'a trailer field name with a space':
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX T: 1\r\n\r\n',
     'an unrequested 101': 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n',
     'a cut Content-Length body': 'HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort',
     'a cut chunked body': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab',

@@ -223,10 +223,15 @@ function checkTrailerLine(line: string): void {
   fieldName(line, 0, colon);
 }
 
-/** RFC 9112 §9.3: HTTP/1.1 persists unless `close`; HTTP/1.0 only with `keep-alive`. */
+/**
+ * RFC 9112 §9.3: HTTP/1.1 persists unless `close`; HTTP/1.0 only with `keep-alive`, and never with a
+ * Transfer-Encoding (§6.1: its framing is faulty, the sender may have kept part of it back, so the connection
+ * is closed after it).
+ */
 function persists(head: Head): boolean {
   const connection = fieldTokens(head.headers.connection);
-  return head.minor === 1 ? !connection.includes('close') : connection.includes('keep-alive');
+  if (head.minor === 1) return !connection.includes('close');
+  return connection.includes('keep-alive') && head.headers['transfer-encoding'] === undefined;
 }
 
 type State = 'head' | 'length' | 'chunk-size' | 'chunk-data' | 'chunk-end' | 'trailers' | 'close' | 'done';

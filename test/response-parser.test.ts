@@ -131,6 +131,14 @@ describe('the connection after an answer', () => {
     );
   });
 
+  it('is not reusable after an HTTP/1.0 answer with Transfer-Encoding, even one saying keep-alive (RFC 9112 §6.1)', () => {
+    const answer = parse(
+      'HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n',
+    );
+    expect(answer.body.toString()).toBe('{}');
+    expect(answer.reusable).toBe(false);
+  });
+
   it('is not reusable after an answer framed by the close', () => {
     const parser = new ResponseParser(LIMITS);
     expect(parser.push(Buffer.from('HTTP/1.1 200 OK\r\n\r\npart one, '))).toBeUndefined();

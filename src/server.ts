@@ -102,6 +102,22 @@ function queueAnswer(res: ServerResponse, connection: Socket): void {
 }
 
 /**
+ * Whether no answer waits behind this one on its connection (RFC 9112 §9.3.2: answers go in the order of the
+ * requests). The answer being written is in front of every one still waiting in queuedAnswers; one waiting is
+ * followed by those queued after it.
+ */
+function isLastOnConnection(res: ServerResponse): boolean {
+  const queued = queuedAnswers.get(res.req.socket as Socket);
+  if (queued === undefined) return true;
+  for (let index = queued.indexOf(res) + 1; index < queued.length; index++) {
+    const behind = queued[index];
+    if (behind !== undefined && behind.socket === null && !behind.writableFinished && !behind.closed)
+      return false;
+  }
+  return true;
+}
+
+/**
  * An answer not yet sent closes its connection, and says so. node:http sends a head with the first byte of the
  * body: a forwarded answer whose head came before the drain carries the shim's `Connection: keep-alive` and
  * `Keep-Alive: timeout=N` (forward.ts setAnswerConnection), which node:http obeys over shouldKeepAlive. Its
@@ -224,8 +240,10 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
     inFlight: () => active.size,
     drain(graceMs) {
       draining = true;
-      // Answers still to come close their connection too, so their clients do not reuse a closing socket.
-      for (const res of active.toArray()) closeAfterAnswer(res);
+      // Answers still to come close their connection too, so their clients do not reuse a closing socket: the
+      // last on each connection. Closing after one a pipelined answer waits behind lost that answer, though its
+      // request had gone upstream (and may have been applied there): node:http ends the connection after it.
+      for (const res of active.toArray()) if (isLastOnConnection(res)) closeAfterAnswer(res);
       // A WebSocket has no end to wait for: it is closed now, and its client reconnects elsewhere.
       for (const socket of upgraded.toArray()) socket.destroy();
       return new Promise((resolve) => {

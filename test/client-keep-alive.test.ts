@@ -352,6 +352,33 @@ describe('what an answer says of its connection', () => {
     },
   );
 
+  it('answers every pipelined request that came before the drain, and says close on the last', async () => {
+    const answers: (() => void)[] = [];
+    const upstream = track(
+      await startUpstream((req, res) => {
+        req.resume();
+        answers.push(() => res.writeHead(200, { 'content-length': 2 }).end('{}'));
+      }),
+    );
+    const shim = track(await startShim(upstream.url));
+    const connection = await holdConnection(shim.url);
+    // RFC 9112 §9.3.2: both went upstream at once; their answers go back in order.
+    connection.send(rawRequest('GET', '/connections?page=1') + rawRequest('GET', '/connections?page=2'));
+    await upstream.waitForRequests(2);
+
+    const drained = shim.shim.drain(2_000);
+    for (const answer of answers) answer();
+
+    const first = await within(2_000, 'first answer', connection.ask(''));
+    const second = await within(2_000, 'second answer, whose request the upstream had', connection.ask(''));
+    expect([statusOfHead(first), statusOfHead(second)]).toEqual([200, 200]);
+    expect(fieldValues(first, 'connection')).toEqual(['keep-alive']);
+    expect(fieldValues(second, 'connection')).toEqual(['close']);
+    expect(fieldValues(second, 'keep-alive')).toEqual([]);
+    await within(2_000, 'connection closed after the last answer', connection.closed);
+    expect(await drained).toBe(true);
+  });
+
   it('gives every kind of answer the very same Connection and Keep-Alive fields as node:http’s own', async () => {
     const { shim } = await throughFakeNango(GONE);
     const connection = await holdConnection(shim.url);

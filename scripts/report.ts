@@ -27,15 +27,16 @@ const CLIENT_WIDTH = 48;
 /**
  * A data folder with no ledger file reads as nothing recorded, which is also what a report run from the wrong
  * folder or without the shim's SHIM_CONFIG/SHIM_DATA_DIR sees (a relative `dataDir` is resolved from the
- * folder each process starts in): said on stderr, with the path looked at, so the table is not taken for the
- * shim's. Never a verdict of its own: no route is safe to sunset before it has been recorded.
+ * folder each process starts in), and one run without SHIM_REDIS_URL when the shim keeps its ledger in Redis:
+ * said on stderr, with the path looked at, so the table is not taken for the shim's. Never a verdict of its
+ * own: no route is safe to sunset before it has been recorded.
  */
 function noteMissingLedgerFile(dataDir: string): void {
   const file = resolve(dataDir, LEDGER_FILE);
   if (existsSync(file)) return;
   process.stderr.write(
-    `no ledger file at ${file}: nothing recorded there yet. Run the report with the shim's SHIM_CONFIG and ` +
-      `SHIM_DATA_DIR, from the folder the shim was started in if its dataDir is relative.\n`,
+    `no ledger file at ${file}: nothing recorded there yet. Run the report with the shim's SHIM_CONFIG, ` +
+      `SHIM_DATA_DIR and SHIM_REDIS_URL, from the folder the shim was started in if its dataDir is relative.\n`,
   );
 }
 

@@ -148,10 +148,12 @@ describe('npm run report', () => {
     const empty = await runReport({ SHIM_DATA_DIR: emptyDir });
     expect(empty.code).toBe(0);
     expect(empty.stdout).toContain('(no deprecated calls recorded)');
-    // A folder without a ledger is named, in case it is not the shim's: a relative dataDir, another SHIM_CONFIG.
+    // A folder without a ledger is named, in case it is not the shim's: a relative dataDir, another SHIM_CONFIG,
+    // or a shim whose ledger is in Redis (SHIM_REDIS_URL left out of the report's environment).
     expect(empty.stderr).toBe(
       `no ledger file at ${join(emptyDir, LEDGER_FILE)}: nothing recorded there yet. Run the report with the ` +
-        "shim's SHIM_CONFIG and SHIM_DATA_DIR, from the folder the shim was started in if its dataDir is relative.\n",
+        "shim's SHIM_CONFIG, SHIM_DATA_DIR and SHIM_REDIS_URL, from the folder the shim was started in if its " +
+        'dataDir is relative.\n',
     );
     const broken = await runReport({ SHIM_DATA_DIR: dataDirWith('{"format":1') });
     expect(broken.code).toBe(1);

@@ -763,7 +763,12 @@ export function createForwarder(
       proxyRes.pipe(res);
       return;
     }
-    sendRenamedRateLimitAnswer(proxyRes, res, rename, copyHead);
+    // The 429 is read whole before its head is copied: a drain begun meanwhile has said close to an answer not
+    // yet sent (server.ts closeAfterAnswer), and the `keep-alive` set above would otherwise win over it.
+    sendRenamedRateLimitAnswer(proxyRes, res, rename, () => {
+      setClientConnection(req, res, proxyRes, clientKeepAliveHint);
+      copyHead();
+    });
   });
   streamed.on('error', handleProxyError);
 

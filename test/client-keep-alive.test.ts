@@ -352,6 +352,35 @@ describe('what an answer says of its connection', () => {
     },
   );
 
+  it('says close and no Keep-Alive on a streamed translation’s 429 whose head came before the drain and body after', async () => {
+    const body = JSON.stringify({ error: { code: 'too_many_request' } });
+    let finish = () => {};
+    const upstream = track(
+      await startUpstream((req, res) => {
+        req.resume();
+        res
+          .writeHead(429, { 'content-type': 'application/json', 'content-length': body.length })
+          .flushHeaders();
+        finish = () => res.end(body);
+      }),
+    );
+    const shim = track(await startShim(upstream.url));
+    const connection = await holdConnection(shim.url);
+    const asked = connection.ask(rawRequest('GET', '/connection/conn-1?provider_config_key=unauth'));
+    await upstream.waitForRequests(1);
+    // Time for the head to reach the shim, which reads a 429 whole before it copies its head.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+
+    const drained = shim.shim.drain(2_000);
+    finish();
+
+    const head = await within(2_000, 'answer while draining', asked);
+    expect(statusOfHead(head)).toBe(429);
+    expect(fieldValues(head, 'connection')).toEqual(['close']);
+    expect(fieldValues(head, 'keep-alive')).toEqual([]);
+    expect(await drained).toBe(true);
+  });
+
   it('answers every pipelined request that came before the drain, and says close on the last', async () => {
     const answers: (() => void)[] = [];
     const upstream = track(

@@ -188,14 +188,31 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
   });
   // node:http reports a broken connection again with every chunk that follows: it is refused once.
   const refused = new WeakSet<Socket>();
+  function refuseOnce(socket: Socket, code: string | undefined): void {
+    if (refused.has(socket)) return;
+    refused.add(socket);
+    refuseClient(socket, clientErrorAnswer(code));
+  }
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
-    if (error.code === 'ECONNRESET') {
-      socket.destroy();
-    } else if (!refused.has(socket)) {
-      refused.add(socket);
-      refuseClient(socket, clientErrorAnswer(error.code));
-    }
+    if (error.code === 'ECONNRESET') socket.destroy();
+    else refuseOnce(socket, error.code);
   });
+
+  /**
+   * server.close() stops node:http's check of the headers timeout (it clears connectionsCheckingInterval): a
+   * head still arriving when the drain began, and never finished, held the shutdown for the whole grace period,
+   * which then ended in `grace period over` with `inFlight: 0` and exit 1. server.headersTimeoutMs after the
+   * drain began, a connection with no answer under way is one whose head has taken longer than that (every
+   * other connection was closed at the drain, or closes after its answer): it gets the 408 node:http's check
+   * would have given it, and one already refused is closed.
+   */
+  function refuseStalledHeads(): void {
+    for (const socket of connections.toArray() as Socket[]) {
+      if (answerInProgress(socket) !== undefined) continue;
+      if (refused.has(socket)) socket.destroy();
+      else refuseOnce(socket, 'ERR_HTTP_REQUEST_TIMEOUT');
+    }
+  }
 
   /**
    * Cuts every answer still under way and waits (at most CUT_SETTLE_MS) until each has closed. Resolved at once,
@@ -252,6 +269,7 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
           if (settled) return;
           settled = true;
           clearTimeout(deadline);
+          clearTimeout(stalledHeads);
           if (clean) resolve(true);
           else void cutRemaining().then(() => resolve(false));
         };
@@ -260,6 +278,8 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
           finish(false);
         }, graceMs);
         deadline.unref();
+        const stalledHeads = setTimeout(refuseStalledHeads, config.server.headersTimeoutMs);
+        stalledHeads.unref();
         server.close(() => finish(true));
         closeUnusedConnections();
         onIdle = closeUnusedConnections;

@@ -231,6 +231,32 @@ describe('connections no request has begun on, at shutdown', () => {
     await within(2_000, 'its connection closed', arriving.closed);
     expect(await within(2_000, 'drain', drained)).toBe(true);
   });
+  it('answers 408 to a head that never finishes within server.headersTimeoutMs, instead of waiting out the grace period', async () => {
+    const upstream = track(
+      await startUpstream((req, res) => {
+        req.resume();
+        res.writeHead(200, { 'content-length': 2 }).end('{}');
+      }),
+    );
+    const shim = track(
+      await startShim(upstream.url, { server: { headersTimeoutMs: 500, shutdownGraceMs: 5_000 } }),
+    );
+    const stalled = await holdConnection(shim.url);
+    // Its request line and one field, and never the rest: the headers timeout is what ends it.
+    stalled.send('GET /connections HTTP/1.1\r\nhost: shim.test\r\n');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+
+    const started = performance.now();
+    const drained = shim.shim.drain(5_000);
+    const head = await within(3_000, 'the 408', stalled.ask(''));
+
+    expect(statusOfHead(head)).toBe(408);
+    expect(fieldValues(head, 'connection')).toEqual(['close']);
+    await within(2_000, 'its connection closed', stalled.closed);
+    // Clean: nothing was cut, and it took the headers timeout, not the grace period.
+    expect(await within(2_000, 'drain', drained)).toBe(true);
+    expect(performance.now() - started).toBeLessThan(2_500);
+  });
 });
 
 describe('what an answer says of its connection', () => {

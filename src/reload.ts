@@ -3,7 +3,7 @@ import { type FSWatcher, readFileSync, realpathSync, watch } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { ConfigHolder } from './app.js';
-import { type ActiveConfig, ConfigError, keepRestartOnly } from './config.js';
+import { type ActiveConfig, ConfigError, keepRestartOnly, type LoadedConfig } from './config.js';
 
 /** Editors and kubelet write in several steps: the folder must be quiet this long before the file is read. */
 const SETTLE_MS = 100;
@@ -20,8 +20,8 @@ export interface ConfigReloader {
   watchFile(file: string): () => void;
 }
 
-/** A configuration as loadConfig reads it, with the certificates of `upstream.caFile` (none in some tests). */
-type Loaded = ActiveConfig & { upstreamCa?: string | undefined };
+/** A configuration as loadConfig reads it (LoadedConfig), or as parseConfig does, without certificates. */
+type Loaded = ActiveConfig & Partial<Pick<LoadedConfig, 'upstreamCa'>>;
 
 export interface ReloaderOptions {
   configs: ConfigHolder;
@@ -55,7 +55,7 @@ function sameSeen(a: Seen, b: Seen): boolean {
 }
 
 /**
- * `pendingRestart` with `upstream.caFile` named when the certificates read now are not the ones the pools trust:
+ * `pendingRestart` with `upstream.caFile` named when the file's text read now is not the text the pools trust:
  * a rotated CA bundle written over the same path changes no key of the configuration, and an operator who sent
  * SIGHUP for it would otherwise see nothing, while the shim went on trusting the old certificates.
  */

@@ -169,8 +169,8 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
   );
   // Client connections, for a drain to close those on which nothing has arrived (closeUnusedConnections). One
   // listener per connection, shared, none per request.
-  const connections = new LiveList<Duplex>();
-  function forgetConnection(this: Duplex): void {
+  const connections = new LiveList<Socket>();
+  function forgetConnection(this: Socket): void {
     connections.delete(this);
   }
   server.on('connection', (socket: Socket) => {
@@ -181,7 +181,7 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
   // shutdown can end them, since they never finish on their own.
   const upgraded = new LiveList<Duplex>();
   server.on('upgrade', (req, socket: Duplex, head) => {
-    connections.delete(socket);
+    connections.delete(socket as Socket);
     upgraded.add(socket);
     socket.once('close', () => upgraded.delete(socket));
     app.handleUpgrade(req, socket, head);
@@ -207,7 +207,7 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
    * would have given it, and one already refused is closed.
    */
   function refuseStalledHeads(): void {
-    for (const socket of connections.toArray() as Socket[]) {
+    for (const socket of connections.toArray()) {
       if (answerInProgress(socket) !== undefined) continue;
       if (refused.has(socket)) socket.destroy();
       else refuseOnce(socket, 'ERR_HTTP_REQUEST_TIMEOUT');
@@ -245,7 +245,7 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
   function closeUnusedConnections(): void {
     server.closeIdleConnections();
     for (const socket of connections.toArray()) {
-      if ((socket as Socket).bytesRead === 0) socket.destroy();
+      if (socket.bytesRead === 0) socket.destroy();
     }
   }
 

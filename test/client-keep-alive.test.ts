@@ -344,6 +344,33 @@ describe('what an answer says of its connection', () => {
     expect(await drained).toBe(true);
   });
 
+  /**
+   * A `GET` whose answer's head has reached the shim (a streamed translation's 429 is then being read whole,
+   * before its head is copied), and whose body comes only once the shim has begun to drain.
+   */
+  async function headBeforeDrain(path: string, status: number, body: string) {
+    let finish = () => {};
+    const upstream = track(
+      await startUpstream((req, res) => {
+        req.resume();
+        res
+          .writeHead(status, { 'content-type': 'application/json', 'content-length': body.length })
+          .flushHeaders();
+        finish = () => res.end(body);
+      }),
+    );
+    const shim = track(await startShim(upstream.url));
+    const connection = await holdConnection(shim.url);
+    const asked = connection.ask(rawRequest('GET', path));
+    await upstream.waitForRequests(1);
+    // Time for the head to reach the shim.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+
+    const drained = shim.shim.drain(2_000);
+    finish();
+    return { head: await within(2_000, 'answer while draining', asked), drained };
+  }
+
   // node:http sends a head with the first byte of the body: until then http-proxy-3 has only set it on the
   // response, the shim's `Connection: keep-alive` and `Keep-Alive` with it, which node:http obeys.
   it.each([
@@ -352,25 +379,8 @@ describe('what an answer says of its connection', () => {
   ])(
     'says close and no Keep-Alive on %s whose head came before the shim began to drain',
     async (_kind, path) => {
-      let finish = () => {};
-      const upstream = track(
-        await startUpstream((req, res) => {
-          req.resume();
-          res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2 }).flushHeaders();
-          finish = () => res.end('{}');
-        }),
-      );
-      const shim = track(await startShim(upstream.url));
-      const connection = await holdConnection(shim.url);
-      const asked = connection.ask(rawRequest('GET', path));
-      await upstream.waitForRequests(1);
-      // Time for the head to reach the shim and be set on the client's response.
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      const { head, drained } = await headBeforeDrain(path, 200, '{}');
 
-      const drained = shim.shim.drain(2_000);
-      finish();
-
-      const head = await within(2_000, 'answer while draining', asked);
       expect(statusOfHead(head)).toBe(200);
       expect(fieldValues(head, 'connection')).toEqual(['close']);
       expect(fieldValues(head, 'keep-alive')).toEqual([]);
@@ -380,27 +390,12 @@ describe('what an answer says of its connection', () => {
 
   it('says close and no Keep-Alive on a streamed translation’s 429 whose head came before the drain and body after', async () => {
     const body = JSON.stringify({ error: { code: 'too_many_request' } });
-    let finish = () => {};
-    const upstream = track(
-      await startUpstream((req, res) => {
-        req.resume();
-        res
-          .writeHead(429, { 'content-type': 'application/json', 'content-length': body.length })
-          .flushHeaders();
-        finish = () => res.end(body);
-      }),
+    const { head, drained } = await headBeforeDrain(
+      '/connection/conn-1?provider_config_key=unauth',
+      429,
+      body,
     );
-    const shim = track(await startShim(upstream.url));
-    const connection = await holdConnection(shim.url);
-    const asked = connection.ask(rawRequest('GET', '/connection/conn-1?provider_config_key=unauth'));
-    await upstream.waitForRequests(1);
-    // Time for the head to reach the shim, which reads a 429 whole before it copies its head.
-    await new Promise((resolve) => setTimeout(resolve, 200));
 
-    const drained = shim.shim.drain(2_000);
-    finish();
-
-    const head = await within(2_000, 'answer while draining', asked);
     expect(statusOfHead(head)).toBe(429);
     expect(fieldValues(head, 'connection')).toEqual(['close']);
     expect(fieldValues(head, 'keep-alive')).toEqual([]);

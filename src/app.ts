@@ -8,7 +8,7 @@ import type { ActiveConfig, RouteConfig, RouteId } from './config.js';
 import { chooseRoute, type RouteDecision } from './cutover.js';
 import { DEPRECATION_HEADER_NAMES, deprecationHeaders } from './deprecation-headers.js';
 import { errorAnswer, type LocalAnswer } from './errors.js';
-import { createForwarder, type Forwarder } from './forward.js';
+import { CLIENT_CONNECTION_FIELDS, createForwarder, type Forwarder } from './forward.js';
 import {
   type BodyToCheck,
   checkTranslation,
@@ -125,9 +125,6 @@ const SET_BEFORE_FORWARDING: ReadonlySet<string> = new Set([
   'ratelimit',
   'ratelimit-policy',
 ]);
-
-/** The fields of the client's own connection on a forwarded answer (forward.ts setAnswerConnection). */
-const CLIENT_CONNECTION_FIELDS: ReadonlySet<string> = new Set(['connection', 'keep-alive']);
 
 /**
  * Takes back the head of an upstream answer that failed before any of its body: http-proxy-3 copied its status

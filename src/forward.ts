@@ -103,6 +103,9 @@ function keepAliveHint(keepAliveTimeoutMs: number): string {
   return `timeout=${Math.floor(keepAliveTimeoutMs / 1000)}`;
 }
 
+/** The fields setAnswerConnection makes the client connection's own on a forwarded answer. */
+export const CLIENT_CONNECTION_FIELDS: ReadonlySet<string> = new Set(['connection', 'keep-alive']);
+
 /**
  * The answer's connection is the client's: the upstream's `Connection`/`Keep-Alive: timeout=61` must not
  * reach it (they describe the shim's upstream socket, and a draining server says close), nor any other field

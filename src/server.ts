@@ -163,7 +163,7 @@ export function createShimServer(app: App, config: Config, logger: Logger): Shim
       // node:http gives an answer its connection before this runs, unless an answer before it still has it.
       if (res.socket === null) queueAnswer(res, req.socket);
       // While draining, every answer closes its connection so keep-alive clients move on.
-      if (draining) res.shouldKeepAlive = false;
+      if (draining) closeAfterAnswer(res);
       app.handleRequest(req, res);
     },
   );
